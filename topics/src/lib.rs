@@ -1,0 +1,21 @@
+//! The contract between connectors and processors.
+//!
+//! Connectors and processors never call each other: they meet on the log. This crate owns
+//! everything both sides must agree on, and nothing else.
+//!
+//! Layout:
+//! - [`names`]: the log topics, their partition counts and what is keyed by what.
+//! - [`envelope`]: the records carried on those topics (commands, deliveries, broadcasts).
+//! - [`routes`]: which channel topics exist at all (`donations:campaign:<id>`, ...).
+//! - [`log`]: the log interface and its embedded, file-backed backend.
+
+pub mod envelope;
+pub mod log;
+pub mod names;
+pub mod routes;
+
+pub use envelope::{
+    Audience, Broadcast, Claims, Command, CommandKind, Delivery, Push, ReplyBody, SocketRef,
+    Transform,
+};
+pub use log::{Log, LogError, Record, StartAt, Subscription};

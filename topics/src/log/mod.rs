@@ -1,0 +1,114 @@
+//! The log interface: partitioned, keyed, append-only topics with consumer positions.
+//!
+//! Guarantees every backend keeps (and the conformance tests in [`conformance`] check):
+//! - Records with the same key land on the same partition and are read in append order.
+//! - `append` returns once the record is stored: a reader started afterwards sees it, and it
+//!   survives a crash of the appending process.
+//! - A group consumer resumes after the last offset it committed; records after that are
+//!   delivered again (at-least-once), so consumers make their effects idempotent.
+//! - A partition consumer started at [`StartAt::Latest`] sees only records appended after it
+//!   subscribed.
+//!
+//! Layout:
+//! - [`embedded`]: the in-process backend, durable in the data directory.
+
+pub mod embedded;
+
+#[cfg(test)]
+mod conformance;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::names::TopicSpec;
+
+/// A log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The backing storage failed.
+    #[error("the log storage at {path} failed: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory is held by another process.
+    #[error("the log directory {0} is already in use by another Fawkes process")]
+    Locked(String),
+    /// A partition number outside the topic.
+    #[error("topic {topic} has no partition {partition}")]
+    NoSuchPartition {
+        /// The topic name.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+    },
+    /// The log was shut down.
+    #[error("the log is closed")]
+    Closed,
+}
+
+/// Where a partition consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The first record still stored.
+    Earliest,
+    /// The live end: only records appended after subscribing.
+    Latest,
+}
+
+/// How a consumer reads a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// A consumer group: positions are committed and resumed, partitions are shared by the
+    /// members (the embedded log has one member per group, which owns every partition).
+    Group(String),
+    /// Fixed partitions, no committed positions (connectors reading deliveries and broadcasts).
+    Partitions {
+        /// The partitions to read.
+        partitions: Vec<u32>,
+        /// Where to start.
+        start: StartAt,
+    },
+}
+
+/// One record read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The partition it was read from.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// The key it was appended with.
+    pub key: Bytes,
+    /// The record bytes.
+    pub value: Bytes,
+}
+
+/// A log backend.
+#[async_trait]
+pub trait Log: Send + Sync + std::fmt::Debug + 'static {
+    /// Appends `value` under `key` and returns (partition, offset) once it is stored.
+    async fn append(&self, topic: TopicSpec, key: &[u8], value: Bytes)
+        -> Result<(u32, u64), LogError>;
+
+    /// Starts reading `topic`.
+    async fn subscribe(
+        &self,
+        topic: TopicSpec,
+        subscription: Subscription,
+    ) -> Result<Box<dyn Consumer>, LogError>;
+}
+
+/// Reads records of one topic in order per partition.
+#[async_trait]
+pub trait Consumer: Send + std::fmt::Debug {
+    /// The next record, waiting until one is available.
+    async fn next(&mut self) -> Result<Record, LogError>;
+
+    /// Marks `record` and everything before it in its partition as processed (group consumers;
+    /// a no-op for partition consumers).
+    async fn commit(&mut self, record: &Record) -> Result<(), LogError>;
+}
