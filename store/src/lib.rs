@@ -1,1 +1,93 @@
-//! placeholder
+//! The processors' projections behind one interface.
+//!
+//! Processors read a small view (a campaign, a stored outcome) and write the effects of a
+//! decision back in one atomic [`Store::apply`], keyed by the command id so a command
+//! processed twice changes nothing the second time.
+//!
+//! Layout:
+//! - [`model`]: the rows: campaigns and donations.
+//! - [`embedded`]: the embedded backend (SQLite in WAL mode, shareable by several processes
+//!   on one machine).
+//! - [`conformance`]: the behaviour every backend must show, run against each of them.
+
+pub mod embedded;
+pub mod model;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use embedded::EmbeddedStore;
+pub use model::{Campaign, Donation, Visibility};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or refused the operation; retrying may succeed.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back; retrying will not help.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// One effect of a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Insert or replace a campaign (totals, goal and milestones included).
+    PutCampaign(Campaign),
+    /// Insert a donation.
+    InsertDonation(Donation),
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The writes were stored together with the outcome.
+    Stored,
+    /// The command had already been applied; nothing changed. Carries the stored outcome so
+    /// the caller can answer exactly as the first time.
+    Duplicate(Value),
+}
+
+/// The projections store.
+///
+/// Guarantees:
+/// - `apply` is atomic: all writes and the outcome are stored, or none.
+/// - `apply` is idempotent by command id: a second call with the same id stores nothing and
+///   returns [`Applied::Duplicate`] with the first outcome.
+/// - Reads after a successful `apply` (from any process sharing the store) see its writes.
+/// - No ordering between different campaigns; writers on one campaign are serialised by the
+///   log (one processor owns a partition), so the store does not lock campaigns.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// The campaign with `id`, if it exists.
+    async fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError>;
+
+    /// The most recent donations of a campaign, newest first.
+    async fn donations(&self, campaign_id: &str, limit: usize)
+        -> Result<Vec<Donation>, StoreError>;
+
+    /// The outcome stored when `command_id` was applied, if it was.
+    async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError>;
+
+    /// The next value of a named sequence (1, 2, 3, ...), unique across processes.
+    async fn next_id(&self, sequence: &str) -> Result<u64, StoreError>;
+
+    /// Stores `writes` and `outcome` for `command_id` atomically, once.
+    async fn apply(
+        &self,
+        command_id: &str,
+        writes: &[Write],
+        outcome: &Value,
+    ) -> Result<Applied, StoreError>;
+}

@@ -61,6 +61,9 @@ mod tests {
         let spread: std::collections::HashSet<u32> = (0..100)
             .map(|i| partition_for(format!("donations:campaign:{i}").as_bytes(), 8))
             .collect();
-        assert!(spread.len() > 4, "keys should spread over partitions: {spread:?}");
+        assert!(
+            spread.len() > 4,
+            "keys should spread over partitions: {spread:?}"
+        );
     }
 }

@@ -75,9 +75,13 @@ pub(crate) async fn latest_skips_history<L: Log>(log: &L) {
 /// A group resumes after its last commit and re-reads uncommitted records.
 pub(crate) async fn group_resumes_after_commit<L: Log>(log: &L) {
     for i in 0..6 {
-        log.append(TOPIC, format!("k{i}").as_bytes(), Bytes::from(format!("v{i}")))
-            .await
-            .expect("append");
+        log.append(
+            TOPIC,
+            format!("k{i}").as_bytes(),
+            Bytes::from(format!("v{i}")),
+        )
+        .await
+        .expect("append");
     }
     let mut consumer = log
         .subscribe(TOPIC, Subscription::Group("g1".into()))

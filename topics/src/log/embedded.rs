@@ -139,7 +139,13 @@ impl TopicLog {
     fn group_path(&self, group: &str) -> PathBuf {
         let safe: String = group
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.dir.join(format!("group-{safe}.json"))
     }
@@ -243,7 +249,11 @@ impl Partition {
         }
         let first_cached = len - state.tail.len() as u64;
         if offset >= first_cached {
-            return state.tail.get((offset - first_cached) as usize).cloned().map(Ok);
+            return state
+                .tail
+                .get((offset - first_cached) as usize)
+                .cloned()
+                .map(Ok);
         }
         state.positions.get(offset as usize).copied().map(Err)
     }

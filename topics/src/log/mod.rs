@@ -91,8 +91,12 @@ pub struct Record {
 #[async_trait]
 pub trait Log: Send + Sync + std::fmt::Debug + 'static {
     /// Appends `value` under `key` and returns (partition, offset) once it is stored.
-    async fn append(&self, topic: TopicSpec, key: &[u8], value: Bytes)
-        -> Result<(u32, u64), LogError>;
+    async fn append(
+        &self,
+        topic: TopicSpec,
+        key: &[u8],
+        value: Bytes,
+    ) -> Result<(u32, u64), LogError>;
 
     /// Starts reading `topic`.
     async fn subscribe(

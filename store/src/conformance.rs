@@ -1,0 +1,212 @@
+//! Behaviour every [`Store`] backend must show, written once and run per backend.
+//!
+//! The embedded store runs it in its unit tests; a networked backend runs it against a real
+//! server when one is configured.
+
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::{Applied, Campaign, Donation, Store, Visibility, Write};
+
+/// A campaign for tests.
+pub fn sample_campaign(id: &str) -> Campaign {
+    Campaign {
+        id: id.to_owned(),
+        name: format!("Campaign {id}"),
+        goal: Decimal::new(1_000_000, 2),
+        currency: "USD".into(),
+        visibility: Visibility::Public,
+        organizer_ids: vec!["1".into()],
+        member_ids: vec![],
+        total: Decimal::new(0, 2),
+        donation_count: 0,
+        milestones_reached: vec![],
+        created_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+fn donation(id: &str, campaign_id: &str, cents: i64) -> Donation {
+    Donation {
+        id: id.to_owned(),
+        campaign_id: campaign_id.to_owned(),
+        amount: Decimal::new(cents, 2),
+        currency: "USD".into(),
+        donor_name: "Donor".into(),
+        user_id: None,
+        inserted_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+/// Runs every scenario on one store, with ids unique per run so a shared server can be reused.
+pub async fn run_all<S: Store>(store: &S) {
+    let run = unique_prefix();
+    campaign_round_trip(store, &run).await;
+    apply_is_idempotent(store, &run).await;
+    sequences_are_unique(store).await;
+    concurrent_writers_on_different_campaigns(store, &run).await;
+}
+
+fn unique_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("t{nanos}")
+}
+
+/// A stored campaign reads back equal, exact decimals included; a missing one is `None`.
+pub async fn campaign_round_trip<S: Store>(store: &S, run: &str) {
+    let mut campaign = sample_campaign(&format!("{run}-c1"));
+    campaign.total = "1234.50".parse().expect("decimal");
+    let applied = store
+        .apply(
+            &format!("{run}-cmd-1"),
+            &[Write::PutCampaign(campaign.clone())],
+            &json!({}),
+        )
+        .await
+        .expect("apply");
+    assert_eq!(applied, Applied::Stored);
+    let back = store
+        .campaign(&campaign.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(back, campaign);
+    assert_eq!(back.total.to_string(), "1234.50");
+    assert_eq!(
+        store
+            .campaign(&format!("{run}-missing"))
+            .await
+            .expect("read"),
+        None
+    );
+}
+
+/// The same command applied twice stores its writes once and returns the first outcome.
+pub async fn apply_is_idempotent<S: Store>(store: &S, run: &str) {
+    let id = format!("{run}-c2");
+    let mut campaign = sample_campaign(&id);
+    store
+        .apply(
+            &format!("{run}-create"),
+            &[Write::PutCampaign(campaign.clone())],
+            &json!({}),
+        )
+        .await
+        .expect("create");
+    campaign.total = Decimal::new(1000, 2);
+    campaign.donation_count = 1;
+    let writes = [
+        Write::PutCampaign(campaign.clone()),
+        Write::InsertDonation(donation(&format!("{run}-d1"), &id, 1000)),
+    ];
+    let command = format!("{run}-donate");
+    let first = json!({"reply": {"donation_id": format!("{run}-d1")}});
+    assert_eq!(
+        store.apply(&command, &writes, &first).await.expect("apply"),
+        Applied::Stored
+    );
+    assert_eq!(
+        store.outcome(&command).await.expect("outcome"),
+        Some(first.clone())
+    );
+
+    // A replay computed from newer state must not change anything.
+    let mut replay = campaign.clone();
+    replay.total = Decimal::new(2000, 2);
+    replay.donation_count = 2;
+    let second = store
+        .apply(
+            &command,
+            &[
+                Write::PutCampaign(replay),
+                Write::InsertDonation(donation(&format!("{run}-d2"), &id, 1000)),
+            ],
+            &json!({"other": true}),
+        )
+        .await
+        .expect("apply again");
+    assert_eq!(second, Applied::Duplicate(first));
+    let stored = store.campaign(&id).await.expect("read").expect("exists");
+    assert_eq!(stored.total, Decimal::new(1000, 2));
+    assert_eq!(stored.donation_count, 1);
+    let donations = store.donations(&id, 10).await.expect("donations");
+    assert_eq!(donations.len(), 1);
+    assert_eq!(
+        store
+            .outcome(&format!("{run}-never"))
+            .await
+            .expect("outcome"),
+        None
+    );
+}
+
+/// Sequence values are distinct and increasing.
+pub async fn sequences_are_unique<S: Store>(store: &S) {
+    let a = store.next_id("conformance").await.expect("id");
+    let b = store.next_id("conformance").await.expect("id");
+    assert!(b > a, "{b} should follow {a}");
+}
+
+/// Writers on different campaigns at the same time do not lose each other's updates, and
+/// donations come back newest first.
+pub async fn concurrent_writers_on_different_campaigns<S: Store>(store: &S, run: &str) {
+    let ids: Vec<String> = (0..4).map(|i| format!("{run}-par{i}")).collect();
+    let futures: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let id = id.clone();
+            async move {
+                let mut campaign = sample_campaign(&id);
+                for n in 1..=10i64 {
+                    campaign.total = Decimal::new(n * 100, 2);
+                    campaign.donation_count = n as u64;
+                    let writes = [
+                        Write::PutCampaign(campaign.clone()),
+                        Write::InsertDonation(donation(&format!("{id}-d{n}"), &id, 100)),
+                    ];
+                    store
+                        .apply(&format!("{id}-cmd{n}"), &writes, &json!({ "n": n }))
+                        .await
+                        .expect("apply");
+                }
+            }
+        })
+        .collect();
+    futures_util::future::join_all(futures).await;
+    for id in &ids {
+        let campaign = store.campaign(id).await.expect("read").expect("exists");
+        assert_eq!(campaign.total, Decimal::new(1000, 2));
+        assert_eq!(campaign.donation_count, 10);
+        let donations = store.donations(id, 3).await.expect("donations");
+        let names: Vec<&str> = donations.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(
+            names,
+            [format!("{id}-d10"), format!("{id}-d9"), format!("{id}-d8")]
+        );
+    }
+}
+
+/// Writes through one handle are visible through another on the same storage.
+pub async fn shared_between_handles<S: Store>(first: &S, second: &S) {
+    let run = unique_prefix();
+    let campaign = sample_campaign(&format!("{run}-shared"));
+    first
+        .apply(
+            &format!("{run}-s1"),
+            &[Write::PutCampaign(campaign.clone())],
+            &json!({}),
+        )
+        .await
+        .expect("apply");
+    assert_eq!(
+        second.campaign(&campaign.id).await.expect("read"),
+        Some(campaign)
+    );
+    let dup = second
+        .apply(&format!("{run}-s1"), &[], &json!({"x": 1}))
+        .await
+        .expect("apply");
+    assert_eq!(dup, Applied::Duplicate(json!({})));
+}

@@ -1,0 +1,61 @@
+//! The rows the processors read and write.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Who may join a campaign's channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Anyone.
+    Public,
+    /// Organizers, members and admins.
+    Private,
+}
+
+/// A campaign and its running totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Campaign {
+    /// The campaign id (the `<id>` of `donations:campaign:<id>`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Fundraising goal, > 0.
+    pub goal: Decimal,
+    /// ISO currency code every donation must use.
+    pub currency: String,
+    /// Who may join.
+    pub visibility: Visibility,
+    /// Users who run the campaign: they see donor names and may change the goal.
+    pub organizer_ids: Vec<String>,
+    /// Users who may join a private campaign.
+    pub member_ids: Vec<String>,
+    /// Sum of accepted donations.
+    pub total: Decimal,
+    /// Number of accepted donations.
+    pub donation_count: u64,
+    /// Milestones already announced, as `"<goal>@<percent>"`, so one threshold of one goal is
+    /// announced once.
+    pub milestones_reached: Vec<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// One accepted donation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Donation {
+    /// Donation id.
+    pub id: String,
+    /// The campaign it went to.
+    pub campaign_id: String,
+    /// Amount, exact, in the campaign's currency.
+    pub amount: Decimal,
+    /// Currency code.
+    pub currency: String,
+    /// The name the donor gave.
+    pub donor_name: String,
+    /// The user who donated, when the socket was authenticated.
+    pub user_id: Option<String>,
+    /// When it was accepted (RFC 3339).
+    pub inserted_at: String,
+}
