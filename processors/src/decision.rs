@@ -1,0 +1,137 @@
+//! The values around [`decide`](crate::decide): what it reads and what it returns.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use store::{Campaign, Write};
+use topics::{Broadcast, Command, Delivery, Push, ReplyBody, Transform};
+
+/// What a command needs loaded from the store before it can be decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The campaign with this id.
+    pub campaign: Option<String>,
+    /// A fresh campaign id (for `create_campaign`).
+    pub new_campaign_id: bool,
+}
+
+/// The state a decision is made on.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// The campaign asked for in [`Needs::campaign`], if it exists.
+    pub campaign: Option<Campaign>,
+    /// A campaign id nobody uses yet, if [`Needs::new_campaign_id`].
+    pub new_campaign_id: Option<String>,
+    /// The processing time (RFC 3339, UTC), for timestamps in the effects.
+    pub now: String,
+}
+
+/// A broadcast a decision wants sent, before it is given its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    /// The channel topic.
+    pub topic: String,
+    /// The event name.
+    pub event: String,
+    /// The payload.
+    pub payload: Value,
+    /// Per-socket transforms applied at fan-out.
+    pub transforms: Vec<Transform>,
+}
+
+impl Announcement {
+    /// A broadcast without transforms.
+    pub fn new(topic: impl Into<String>, event: &str, payload: Value) -> Self {
+        Self {
+            topic: topic.into(),
+            event: event.to_owned(),
+            payload,
+            transforms: Vec::new(),
+        }
+    }
+}
+
+/// The result of deciding one command.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// The reply to the command's message, if it expects one.
+    pub reply: Option<ReplyBody>,
+    /// Pushes to the commanding socket's channel, written after the reply.
+    pub pushes: Vec<Push>,
+    /// Broadcasts, in order.
+    pub broadcasts: Vec<Announcement>,
+    /// Effects to persist.
+    pub writes: Vec<Write>,
+}
+
+impl Decision {
+    /// A decision that only replies `ok` with `response`.
+    pub fn ok(response: Value) -> Self {
+        Self::reply("ok", response)
+    }
+
+    /// A decision that only replies `error` with `{"reason": reason}`.
+    pub fn refuse(reason: &str) -> Self {
+        Self::reply("error", json!({ "reason": reason }))
+    }
+
+    /// A decision that only replies `error` with `{"errors": errors}` (validation failures).
+    pub fn invalid(errors: Value) -> Self {
+        Self::reply("error", json!({ "errors": errors }))
+    }
+
+    fn reply(status: &str, response: Value) -> Self {
+        Self {
+            reply: Some(ReplyBody {
+                status: status.to_owned(),
+                response,
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a push written after the reply.
+    pub fn push(mut self, event: &str, payload: Value) -> Self {
+        self.pushes.push(Push {
+            event: event.to_owned(),
+            payload,
+        });
+        self
+    }
+
+    /// The outcome to emit for `command`: the delivery to its socket and the broadcasts with
+    /// ids derived from the command id, so a re-emitted outcome carries the same ids.
+    pub fn outcome(&self, command: &Command) -> Outcome {
+        let delivery = (self.reply.is_some() || !self.pushes.is_empty()).then(|| Delivery {
+            socket: command.socket.clone(),
+            topic: command.topic.clone(),
+            reply: self.reply.clone(),
+            pushes: self.pushes.clone(),
+        });
+        let broadcasts = self
+            .broadcasts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Broadcast {
+                id: format!("{}:{i}", command.id),
+                topic: a.topic.clone(),
+                event: a.event.clone(),
+                payload: a.payload.clone(),
+                transforms: a.transforms.clone(),
+            })
+            .collect();
+        Outcome {
+            delivery,
+            broadcasts,
+        }
+    }
+}
+
+/// What a processed command sends: stored with its writes, re-sent as is when the command is
+/// processed again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The reply and pushes for the commanding socket.
+    pub delivery: Option<Delivery>,
+    /// The broadcasts.
+    pub broadcasts: Vec<Broadcast>,
+}
