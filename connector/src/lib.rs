@@ -1,1 +1,3 @@
 //! placeholder
+pub mod serializer;
+pub mod session;
