@@ -1,3 +1,149 @@
-//! placeholder
+//! The connector: Phoenix Channels transports, protocol, auth, subscriptions and fan-out.
+//!
+//! It holds no domain logic. Every client action that needs a decision becomes a command on
+//! the log; replies and broadcasts stream back from the log to the right sockets.
+//!
+//! Layout:
+//! - [`serializer`]: V1/V2 JSON and V2 binary framing (sans IO).
+//! - [`session`]: the per-socket channel state machine (sans IO).
+//! - [`auth`]: JWT verification and the `authToken` sub-protocol.
+//! - [`registry`]: live sessions and topic subscriptions.
+//! - [`fanout`]: deliveries and broadcasts from the log to sockets.
+//! - `websocket`: the WebSocket transport and session task.
+//! - `http`: routes: socket, `/api/*`, health, metrics.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`config`]: settings.
+
+pub mod auth;
+pub mod config;
+pub mod fanout;
+pub mod metrics;
+pub mod registry;
 pub mod serializer;
 pub mod session;
+
+mod http;
+mod websocket;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use topics::{Log, LogError};
+
+pub use auth::{Authenticator, JwtSecret, TokenClaims};
+pub use config::ConnectorConfig;
+pub use metrics::Metrics;
+
+/// The connector stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// Reading deliveries or broadcasts from the log failed.
+    #[error("the connector lost the log: {0}")]
+    Log(#[from] LogError),
+    /// The JWT secret cannot be used.
+    #[error("the connector cannot verify tokens: {0}")]
+    Auth(#[from] auth::AuthError),
+    /// The HTTP server failed.
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// State shared by every request and session of one connector.
+#[derive(Debug)]
+pub(crate) struct App {
+    config: ConnectorConfig,
+    log: Arc<dyn Log>,
+    auth: Authenticator,
+    registry: Arc<registry::Registry>,
+    sessions: Arc<registry::Sessions>,
+    metrics: Metrics,
+    next_socket: AtomicU64,
+    /// Fires when the connector starts draining.
+    shutdown: CancellationToken,
+    /// Session tasks, so shutdown can wait for them (axum does not track upgraded sockets).
+    tracker: TaskTracker,
+}
+
+impl App {
+    fn next_socket_id(&self) -> u64 {
+        self.next_socket.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Serves sockets on `listener` until `shutdown` fires, then drains: every socket is told
+/// `shutdown_notice` and closed with 1012, waiting up to the drain timeout.
+pub async fn run(
+    config: ConnectorConfig,
+    listener: TcpListener,
+    log: Arc<dyn Log>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectorError> {
+    let app = Arc::new(App {
+        auth: Authenticator::new(&config.jwt_secret)?,
+        registry: Arc::default(),
+        sessions: Arc::default(),
+        metrics: metrics.clone(),
+        next_socket: AtomicU64::new(1),
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        log: log.clone(),
+        config,
+    });
+    // Subscribe to the log before accepting sockets, so no reply can be missed.
+    let streams = CancellationToken::new();
+    let deliveries = tokio::spawn(fanout::deliveries(
+        log.clone(),
+        app.config.connector_id.clone(),
+        app.sessions.clone(),
+        streams.clone(),
+    ));
+    let broadcasts = tokio::spawn(fanout::broadcasts(
+        log,
+        app.registry.clone(),
+        app.sessions.clone(),
+        metrics,
+        streams.clone(),
+    ));
+    tokio::task::yield_now().await;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        connector = %app.config.connector_id,
+        "connector listening"
+    );
+    let server = axum::serve(listener, http::router(app.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = tokio::select! {
+        served = server => served,
+        stream = deliveries_or_broadcasts_failed(deliveries, broadcasts) => {
+            shutdown.cancel();
+            return Err(stream);
+        }
+    };
+    app.tracker.close();
+    if tokio::time::timeout(app.config.drain_timeout, app.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached with sockets still open");
+    }
+    streams.cancel();
+    served.map_err(ConnectorError::from)
+}
+
+async fn deliveries_or_broadcasts_failed(
+    deliveries: tokio::task::JoinHandle<Result<(), LogError>>,
+    broadcasts: tokio::task::JoinHandle<Result<(), LogError>>,
+) -> ConnectorError {
+    let result = tokio::select! {
+        r = deliveries => r,
+        r = broadcasts => r,
+    };
+    match result {
+        Ok(Err(e)) => ConnectorError::Log(e),
+        _ => ConnectorError::Log(LogError::Closed),
+    }
+}

@@ -187,26 +187,27 @@ pub enum Transform {
 }
 
 impl Transform {
-    /// Applies the transform to `payload` for a socket with `claims`; true when it changed it.
-    pub fn apply(&self, payload: &mut Value, claims: &Claims) -> bool {
+    /// Whether the transform changes the payload for a socket with `claims`.
+    pub fn applies_to(&self, claims: &Claims) -> bool {
+        match self {
+            Transform::Redact { visible_to, .. } => !visible_to.admits(claims),
+        }
+    }
+
+    /// Applies the transform to `payload` unconditionally.
+    pub fn apply(&self, payload: &mut Value) {
         match self {
             Transform::Redact {
-                path,
-                replacement,
-                visible_to,
+                path, replacement, ..
             } => {
-                if visible_to.admits(claims) {
-                    return false;
-                }
                 let mut target = payload;
                 for key in path {
                     match target.get_mut(key) {
                         Some(next) => target = next,
-                        None => return false,
+                        None => return,
                     }
                 }
                 *target = replacement.clone();
-                true
             }
         }
     }
@@ -232,14 +233,32 @@ pub struct Broadcast {
 json_record!(Broadcast, "broadcast");
 
 impl Broadcast {
+    /// Which transforms apply to a socket with `claims`, as a bit set (bit i = transform i).
+    /// Sockets with the same mask see the same payload, so it is encoded once per mask.
+    pub fn mask_for(&self, claims: &Claims) -> u64 {
+        self.transforms
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, t)| t.applies_to(claims))
+            .fold(0, |mask, (i, _)| mask | (1 << i))
+    }
+
+    /// The payload with the transforms in `mask` applied.
+    pub fn payload_with(&self, mask: u64) -> Value {
+        let mut payload = self.payload.clone();
+        for (i, transform) in self.transforms.iter().take(64).enumerate() {
+            if mask & (1 << i) != 0 {
+                transform.apply(&mut payload);
+            }
+        }
+        payload
+    }
+
     /// The payload as a socket with `claims` may see it, or `None` when no transform changes it.
     pub fn payload_for(&self, claims: &Claims) -> Option<Value> {
-        let mut payload = self.payload.clone();
-        let mut changed = false;
-        for transform in &self.transforms {
-            changed |= transform.apply(&mut payload, claims);
-        }
-        changed.then_some(payload)
+        let mask = self.mask_for(claims);
+        (mask != 0).then(|| self.payload_with(mask))
     }
 }
 

@@ -1,0 +1,39 @@
+//! Connector settings.
+
+use std::time::Duration;
+
+use crate::auth::JwtSecret;
+
+/// Everything a connector needs to run, with production defaults.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    /// This connector's id: deliveries for its sockets are keyed by it. Unique per process.
+    pub connector_id: String,
+    /// Secret for HS256 socket and API tokens.
+    pub jwt_secret: JwtSecret,
+    /// A socket that sends nothing for this long is closed (clients heartbeat every 30 s).
+    pub idle_timeout: Duration,
+    /// Largest client frame accepted, in bytes; larger frames close the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames queued per socket before it counts as too slow and is closed with 1013.
+    pub outbound_queue: usize,
+    /// How long shutdown waits for sockets to close.
+    pub drain_timeout: Duration,
+    /// The `reconnect_delay` (ms) suggested to clients in `shutdown_notice`.
+    pub reconnect_delay_ms: u64,
+}
+
+impl ConnectorConfig {
+    /// Defaults for everything but identity and secret.
+    pub fn new(connector_id: impl Into<String>, jwt_secret: JwtSecret) -> Self {
+        Self {
+            connector_id: connector_id.into(),
+            jwt_secret,
+            idle_timeout: Duration::from_secs(60),
+            max_frame_bytes: 1024 * 1024,
+            outbound_queue: 1024,
+            drain_timeout: Duration::from_secs(10),
+            reconnect_delay_ms: 1000,
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Streams from the log back to sockets: deliveries to the one socket they answer, broadcasts
+//! to every subscriber of their topic.
+//!
+//! A broadcast is encoded once per (serializer, transform mask) and the same bytes are queued
+//! to every subscriber that sees that variant.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+use topics::names::{partition_for, BROADCASTS, DELIVERIES};
+use topics::{Broadcast, Delivery, Log, LogError, StartAt, Subscription};
+
+use crate::metrics::Metrics;
+use crate::registry::{Outbound, Registry, Sessions};
+use crate::serializer::{encode_push, Frame, Vsn};
+
+/// Topic prefix of a socket's own id topic; `disconnect` on it closes the user's sockets.
+pub const USER_SOCKET_PREFIX: &str = "user_socket:";
+
+/// Remembers recently seen broadcast ids, so a broadcast re-emitted after a processor crash
+/// reaches each socket once. Bounded: the oldest ids are forgotten first.
+#[derive(Debug)]
+pub struct RecentIds {
+    capacity: usize,
+    order: VecDeque<String>,
+    seen: HashSet<String>,
+}
+
+impl RecentIds {
+    /// Remembers up to `capacity` ids.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            order: VecDeque::with_capacity(capacity),
+            seen: HashSet::with_capacity(capacity),
+        }
+    }
+
+    /// True the first time `id` is offered (within the window).
+    pub fn first_time(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.order.push_back(id.to_owned());
+        self.seen.insert(id.to_owned());
+        true
+    }
+}
+
+/// Delivers one broadcast to the local subscribers of its topic.
+pub fn fan_out(broadcast: &Broadcast, registry: &Registry, sessions: &Sessions, metrics: &Metrics) {
+    if broadcast.event == "disconnect" {
+        if let Some(user_id) = broadcast.topic.strip_prefix(USER_SOCKET_PREFIX) {
+            for handle in sessions.of_user(user_id) {
+                handle.offer(Outbound::Close(1001, "disconnected"));
+            }
+            return;
+        }
+    }
+    let subscribers = registry.subscribers(&broadcast.topic);
+    if subscribers.is_empty() {
+        return;
+    }
+    metrics.broadcasts.inc();
+    let mut encoded: HashMap<(Vsn, u64), Utf8Bytes> = HashMap::new();
+    for handle in subscribers {
+        let mask = broadcast.mask_for(&handle.claims);
+        let frame = encoded
+            .entry((handle.vsn, mask))
+            .or_insert_with(|| {
+                let payload = broadcast.payload_with(mask);
+                match encode_push(
+                    handle.vsn,
+                    None,
+                    &broadcast.topic,
+                    &broadcast.event,
+                    &payload,
+                ) {
+                    Frame::Text(text) => Utf8Bytes::from(text),
+                    // JSON encoding only produces text frames.
+                    Frame::Binary(_) => Utf8Bytes::from_static(""),
+                }
+            })
+            .clone();
+        if !handle.offer(Outbound::Text(frame)) && handle.overflow.is_cancelled() {
+            metrics.slow_consumers.inc();
+        }
+    }
+}
+
+/// Reads this connector's deliveries from the log and hands each to its session.
+pub async fn deliveries(
+    log: Arc<dyn Log>,
+    connector_id: String,
+    sessions: Arc<Sessions>,
+    shutdown: CancellationToken,
+) -> Result<(), LogError> {
+    let partition = partition_for(connector_id.as_bytes(), DELIVERIES.partitions);
+    let mut consumer = log
+        .subscribe(
+            DELIVERIES,
+            Subscription::Partitions {
+                partitions: vec![partition],
+                start: StartAt::Latest,
+            },
+        )
+        .await?;
+    loop {
+        let record = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            record = consumer.next() => record?,
+        };
+        let delivery = match Delivery::decode(&record.value) {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::error!(%error, offset = record.offset, "skipping an undecodable delivery");
+                continue;
+            }
+        };
+        if delivery.socket.connector_id != connector_id {
+            continue; // another connector's, sharing the partition
+        }
+        if let Some(handle) = sessions.get(delivery.socket.socket_id) {
+            handle.offer(Outbound::Delivery(delivery));
+        }
+    }
+}
+
+/// Reads every broadcast from the live end of the log and fans it out locally.
+pub async fn broadcasts(
+    log: Arc<dyn Log>,
+    registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), LogError> {
+    let mut consumer = log
+        .subscribe(
+            BROADCASTS,
+            Subscription::Partitions {
+                partitions: (0..BROADCASTS.partitions).collect(),
+                start: StartAt::Latest,
+            },
+        )
+        .await?;
+    let mut recent = RecentIds::new(65_536);
+    loop {
+        let record = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            record = consumer.next() => record?,
+        };
+        match Broadcast::decode(&record.value) {
+            Ok(broadcast) if recent.first_time(&broadcast.id) => {
+                fan_out(&broadcast, &registry, &sessions, &metrics);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(%error, offset = record.offset, "skipping an undecodable broadcast");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::SessionHandle;
+    use serde_json::json;
+    use tokio::sync::mpsc;
+    use topics::{Audience, Claims, Transform};
+
+    #[test]
+    fn recent_ids_are_bounded() {
+        let mut recent = RecentIds::new(2);
+        assert!(recent.first_time("a"));
+        assert!(!recent.first_time("a"));
+        assert!(recent.first_time("b"));
+        assert!(recent.first_time("c"));
+        assert!(recent.first_time("a"), "a was forgotten");
+    }
+
+    #[test]
+    fn one_encoding_per_variant_shared_by_subscribers() {
+        let registry = Registry::default();
+        let sessions = Sessions::default();
+        let metrics = Metrics::new();
+        let mut receivers = Vec::new();
+        for (id, user) in [(1, "1"), (2, "7"), (3, "8")] {
+            let (tx, rx) = mpsc::channel(4);
+            let claims = Claims {
+                user_id: Some(user.into()),
+                ..Claims::default()
+            };
+            registry.subscribe(
+                "t",
+                id,
+                SessionHandle {
+                    tx,
+                    overflow: CancellationToken::new(),
+                    claims: Arc::new(claims),
+                    vsn: Vsn::V2,
+                },
+            );
+            receivers.push(rx);
+        }
+        let broadcast = Broadcast {
+            id: "b".into(),
+            topic: "t".into(),
+            event: "donation_created".into(),
+            payload: json!({"donation": {"donor_name": "Aisha"}}),
+            transforms: vec![Transform::Redact {
+                path: vec!["donation".into(), "donor_name".into()],
+                replacement: json!("Anonymous"),
+                visible_to: Audience {
+                    user_ids: vec!["1".into()],
+                    roles: vec![],
+                },
+            }],
+        };
+        fan_out(&broadcast, &registry, &sessions, &metrics);
+        let mut texts = Vec::new();
+        for rx in &mut receivers {
+            let Ok(Outbound::Text(text)) = rx.try_recv() else {
+                panic!("a frame per subscriber")
+            };
+            texts.push(text);
+        }
+        texts.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        assert!(texts[0].as_str().contains("Aisha"));
+        assert!(texts[1].as_str().contains("Anonymous"));
+        assert_eq!(texts[1], texts[2]);
+    }
+}

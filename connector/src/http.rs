@@ -1,0 +1,160 @@
+//! The HTTP surface: the socket endpoint, the server-side API, health and metrics.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use topics::names::BROADCASTS;
+use topics::Broadcast;
+
+use crate::fanout::USER_SOCKET_PREFIX;
+use crate::{websocket, App};
+
+/// All routes of a connector.
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(
+            "/socket/websocket",
+            // Phoenix answers any other method with 400.
+            get(websocket::handler).fallback(|| async { StatusCode::BAD_REQUEST }),
+        )
+        .route("/api/broadcast", post(broadcast))
+        .route("/api/disconnect", post(disconnect))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        "ready".into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+fn api_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Checks the bearer token carries role `service`.
+fn authorize_service(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| api_error(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
+    let claims = app
+        .auth
+        .verify(token.trim())
+        .map_err(|e| api_error(StatusCode::UNAUTHORIZED, &e.to_string()))?;
+    if claims.has_role("service") {
+        Ok(())
+    } else {
+        Err(api_error(
+            StatusCode::FORBIDDEN,
+            "the token lacks the service role",
+        ))
+    }
+}
+
+async fn publish(app: &App, broadcast: Broadcast) -> Response {
+    match app
+        .log
+        .append(BROADCASTS, broadcast.topic.as_bytes(), broadcast.encode())
+        .await
+    {
+        Ok(_) => (StatusCode::ACCEPTED, Json(json!({ "status": "ok" }))).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "could not append an API broadcast");
+            api_error(StatusCode::SERVICE_UNAVAILABLE, "the log is unavailable")
+        }
+    }
+}
+
+/// `POST /api/broadcast {topic, event, payload}`: fan out to every subscriber everywhere.
+async fn broadcast(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(response) = authorize_service(&app, &headers) {
+        return response;
+    }
+    let Some(Json(body)) = body else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "the body must be JSON {topic, event, payload}",
+        );
+    };
+    let (Some(topic), Some(event), Some(payload)) = (
+        body.get("topic").and_then(Value::as_str),
+        body.get("event").and_then(Value::as_str),
+        body.get("payload").filter(|p| p.is_object()),
+    ) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "topic and event must be strings and payload an object",
+        );
+    };
+    if topic.is_empty() || event.is_empty() || topic.len() > 255 || event.len() > 255 {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "topic and event must be 1-255 bytes",
+        );
+    }
+    publish(
+        &app,
+        Broadcast {
+            id: uuid::Uuid::new_v4().to_string(),
+            topic: topic.to_owned(),
+            event: event.to_owned(),
+            payload: payload.clone(),
+            transforms: Vec::new(),
+        },
+    )
+    .await
+}
+
+/// `POST /api/disconnect {user_id}`: close every socket of a user on every connector.
+async fn disconnect(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
+    if let Err(response) = authorize_service(&app, &headers) {
+        return response;
+    }
+    let user_id = match body.as_ref().and_then(|Json(b)| b.get("user_id")) {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return api_error(StatusCode::BAD_REQUEST, "user_id is required"),
+    };
+    publish(
+        &app,
+        Broadcast {
+            id: uuid::Uuid::new_v4().to_string(),
+            topic: format!("{USER_SOCKET_PREFIX}{user_id}"),
+            event: "disconnect".into(),
+            payload: json!({}),
+            transforms: Vec::new(),
+        },
+    )
+    .await
+}

@@ -1,0 +1,132 @@
+//! Prometheus metrics of a connector. Every metric is listed, with its meaning, in
+//! `docs/METRICS.md`.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// The connector's metrics, registered in one registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open sockets.
+    pub connections: IntGauge,
+    /// Sockets accepted since start.
+    pub connections_accepted: IntCounter,
+    /// Handshakes refused, by reason.
+    pub connections_refused: IntCounterVec,
+    /// Join answers, by status (`ok`, `error`).
+    pub joins: IntCounterVec,
+    /// Client frames received.
+    pub messages_in: IntCounter,
+    /// Frames written to clients.
+    pub messages_out: IntCounter,
+    /// Replies written, by status (`ok`, `error`, `other`).
+    pub replies: IntCounterVec,
+    /// Client frames that could not be decoded, by reason.
+    pub frames_rejected: IntCounterVec,
+    /// Broadcasts fanned out.
+    pub broadcasts: IntCounter,
+    /// Sockets closed because their outbound queue was full.
+    pub slow_consumers: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric =
+        IntCounter::new(name, help).unwrap_or_else(|_| unreachable!("valid metric name {name}"));
+    // Registration fails only for duplicate names, which the fixed list below rules out.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), &[label])
+        .unwrap_or_else(|_| unreachable!("valid metric name {name}"));
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let connections = IntGauge::new("fawkes_connections", "Open sockets.")
+            .unwrap_or_else(|_| unreachable!("valid metric name"));
+        let _ = registry.register(Box::new(connections.clone()));
+        Self {
+            connections,
+            connections_accepted: counter(
+                &registry,
+                "fawkes_connections_accepted_total",
+                "Sockets accepted.",
+            ),
+            connections_refused: counter_vec(
+                &registry,
+                "fawkes_connections_refused_total",
+                "Handshakes refused, by reason.",
+                "reason",
+            ),
+            joins: counter_vec(
+                &registry,
+                "fawkes_joins_total",
+                "Join answers written, by status.",
+                "status",
+            ),
+            messages_in: counter(
+                &registry,
+                "fawkes_messages_in_total",
+                "Client frames received.",
+            ),
+            messages_out: counter(
+                &registry,
+                "fawkes_messages_out_total",
+                "Frames written to clients.",
+            ),
+            replies: counter_vec(
+                &registry,
+                "fawkes_replies_total",
+                "Replies written, by status.",
+                "status",
+            ),
+            frames_rejected: counter_vec(
+                &registry,
+                "fawkes_frames_rejected_total",
+                "Client frames that could not be decoded, by reason.",
+                "reason",
+            ),
+            broadcasts: counter(
+                &registry,
+                "fawkes_broadcasts_total",
+                "Broadcasts fanned out to local subscribers.",
+            ),
+            slow_consumers: counter(
+                &registry,
+                "fawkes_slow_consumers_total",
+                "Sockets closed because their outbound queue was full.",
+            ),
+            registry,
+        }
+    }
+
+    /// The status label for a reply status: custom statuses share `other` to keep the label
+    /// set small.
+    pub fn status_label(status: &str) -> &'static str {
+        match status {
+            "ok" => "ok",
+            "error" => "error",
+            _ => "other",
+        }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

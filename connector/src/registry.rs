@@ -1,0 +1,194 @@
+//! Who is connected and who listens to what.
+//!
+//! [`Sessions`] maps socket ids to their session task (for replies); [`Registry`] maps channel
+//! topics to subscribed sockets (for broadcasts). The registry is sharded by topic so fan-out
+//! on one busy campaign does not hold up joins on others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use topics::{names::partition_for, Claims, Delivery};
+
+use crate::serializer::Vsn;
+
+const SHARDS: u32 = 32;
+
+/// What a session task is sent.
+#[derive(Debug)]
+pub enum Outbound {
+    /// An encoded frame to write as is (a broadcast, shared by every subscriber).
+    Text(Utf8Bytes),
+    /// A reply and pushes from a processor, for the session state machine.
+    Delivery(Delivery),
+    /// Close the socket with this code (forced disconnect).
+    Close(u16, &'static str),
+}
+
+/// The way to reach one session task.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Bounded queue into the session task.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the session falls too far behind; the task then closes the socket.
+    pub overflow: CancellationToken,
+    /// Who the socket belongs to.
+    pub claims: Arc<Claims>,
+    /// The serializer the socket speaks.
+    pub vsn: Vsn,
+}
+
+impl SessionHandle {
+    /// Queues `item`; a full queue marks the session as too slow (it will be closed).
+    /// Returns whether the item was queued.
+    pub fn offer(&self, item: Outbound) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Live sessions of this connector, by socket id.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: RwLock<HashMap<u64, SessionHandle>>,
+}
+
+impl Sessions {
+    /// Registers a session.
+    pub fn insert(&self, socket_id: u64, handle: SessionHandle) {
+        self.map
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(socket_id, handle);
+    }
+
+    /// Forgets a session.
+    pub fn remove(&self, socket_id: u64) {
+        self.map
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&socket_id);
+    }
+
+    /// The session with `socket_id`, if it is still open.
+    pub fn get(&self, socket_id: u64) -> Option<SessionHandle> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&socket_id)
+            .cloned()
+    }
+
+    /// Every session of `user_id`.
+    pub fn of_user(&self, user_id: &str) -> Vec<SessionHandle> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|h| h.claims.user_id.as_deref() == Some(user_id))
+            .cloned()
+            .collect()
+    }
+}
+
+type Shard = RwLock<HashMap<String, HashMap<u64, SessionHandle>>>;
+
+/// Channel topic → subscribed sessions.
+#[derive(Debug)]
+pub struct Registry {
+    shards: Vec<Shard>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+}
+
+impl Registry {
+    fn shard(&self, topic: &str) -> &Shard {
+        // partition_for returns < SHARDS, and there are exactly SHARDS shards.
+        &self.shards[partition_for(topic.as_bytes(), SHARDS) as usize]
+    }
+
+    /// Subscribes a session to `topic`.
+    pub fn subscribe(&self, topic: &str, socket_id: u64, handle: SessionHandle) {
+        self.shard(topic)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(socket_id, handle);
+    }
+
+    /// Unsubscribes a session from `topic`.
+    pub fn unsubscribe(&self, topic: &str, socket_id: u64) {
+        let mut shard = self
+            .shard(topic)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(subscribers) = shard.get_mut(topic) {
+            subscribers.remove(&socket_id);
+            if subscribers.is_empty() {
+                shard.remove(topic);
+            }
+        }
+    }
+
+    /// The sessions subscribed to `topic` (a snapshot, so no lock is held while sending).
+    pub fn subscribers(&self, topic: &str) -> Vec<SessionHandle> {
+        self.shard(topic)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+            .map(|subs| subs.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(capacity: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let handle = SessionHandle {
+            tx,
+            overflow: CancellationToken::new(),
+            claims: Arc::new(Claims::default()),
+            vsn: Vsn::V2,
+        };
+        (handle, rx)
+    }
+
+    #[test]
+    fn subscribe_and_unsubscribe() {
+        let registry = Registry::default();
+        let (h, _rx) = handle(1);
+        registry.subscribe("t", 1, h.clone());
+        registry.subscribe("t", 2, h);
+        assert_eq!(registry.subscribers("t").len(), 2);
+        registry.unsubscribe("t", 1);
+        registry.unsubscribe("t", 2);
+        assert!(registry.subscribers("t").is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_marks_the_session_slow() {
+        let (h, _rx) = handle(1);
+        assert!(h.offer(Outbound::Text("a".into())));
+        assert!(!h.overflow.is_cancelled());
+        assert!(!h.offer(Outbound::Text("b".into())));
+        assert!(h.overflow.is_cancelled());
+    }
+}

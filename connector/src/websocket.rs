@@ -1,0 +1,307 @@
+//! The WebSocket transport: the handshake (vsn, token) and the session task, a thin `select!`
+//! around the [`Session`] state machine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use topics::names::COMMANDS;
+use topics::{Claims, Command, SocketRef};
+
+use crate::auth::token_from_protocols;
+use crate::registry::{Outbound, SessionHandle};
+use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Vsn};
+use crate::session::{Action, Session};
+use crate::App;
+
+/// Close codes this transport uses (never 1000: phoenix.js ≤ 1.8.12 would not reconnect).
+mod close_code {
+    pub(super) const GOING_AWAY: u16 = 1001;
+    pub(super) const TOO_BIG: u16 = 1009;
+    pub(super) const RESTART: u16 = 1012;
+    pub(super) const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// `GET /socket/websocket`: checks vsn and token, then upgrades.
+pub(crate) async fn handler(
+    State(app): State<Arc<App>>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // Plug semantics: for a repeated key the last occurrence wins.
+    let params: HashMap<String, String> = query.into_iter().collect();
+    let refuse = |reason: &'static str| {
+        app.metrics
+            .connections_refused
+            .with_label_values(&[reason])
+            .inc();
+        tracing::info!(reason, "refused a socket");
+        StatusCode::FORBIDDEN.into_response()
+    };
+    let Some(vsn) = Vsn::negotiate(params.get("vsn").map(String::as_str)) else {
+        return refuse("unsupported vsn");
+    };
+    let protocol_token = match headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|h| h.to_str().ok())
+        .map(token_from_protocols)
+        .transpose()
+    {
+        Ok(token) => token.flatten(),
+        Err(_) => return refuse("malformed auth token"),
+    };
+    let claims = match protocol_token.or_else(|| params.get("token").cloned()) {
+        None => Claims::default(),
+        Some(token) => match app.auth.verify(&token) {
+            Ok(claims) => claims,
+            Err(_) => return refuse("invalid token"),
+        },
+    };
+    if app.shutdown.is_cancelled() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let max = app.config.max_frame_bytes;
+    let tracked = app.tracker.clone();
+    upgrade
+        .protocols(["phoenix"])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tracked.track_future(run_session(app, socket, vsn, claims)))
+}
+
+async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims) {
+    let socket_id = app.next_socket_id();
+    let (tx, mut rx) = mpsc::channel(app.config.outbound_queue);
+    let handle = SessionHandle {
+        tx,
+        overflow: CancellationToken::new(),
+        claims: Arc::new(claims),
+        vsn,
+    };
+    app.sessions.insert(socket_id, handle.clone());
+    app.metrics.connections.inc();
+    app.metrics.connections_accepted.inc();
+    let mut task = SessionTask {
+        app: app.clone(),
+        socket_id,
+        handle: handle.clone(),
+        session: Session::new(vsn),
+        socket,
+    };
+    let close = task.run(&mut rx).await;
+    let mut actions = Vec::new();
+    task.session.close(&mut actions);
+    // The socket is going away: only subscriptions and leave commands matter now.
+    let _ = task.execute(actions).await;
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = task.socket.send(WsMessage::Close(Some(frame))).await;
+    }
+    app.sessions.remove(socket_id);
+    app.metrics.connections.dec();
+}
+
+struct SessionTask {
+    app: Arc<App>,
+    socket_id: u64,
+    handle: SessionHandle,
+    session: Session,
+    socket: WebSocket,
+}
+
+/// The socket cannot be written to any more.
+struct SocketGone;
+
+impl SessionTask {
+    /// Runs until the socket ends; returns the close frame to send, if any.
+    async fn run(&mut self, rx: &mut mpsc::Receiver<Outbound>) -> Option<(u16, &'static str)> {
+        let idle = self.app.config.idle_timeout;
+        let mut deadline = Instant::now() + idle;
+        loop {
+            tokio::select! {
+                () = self.app.shutdown.cancelled() => {
+                    let _ = self.shutdown_notice().await;
+                    return Some((close_code::RESTART, "server restarting"));
+                }
+                () = self.handle.overflow.cancelled() => {
+                    self.app.metrics.slow_consumers.inc();
+                    return Some((close_code::TRY_AGAIN_LATER, "too slow to keep up"));
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Some((close_code::GOING_AWAY, "idle timeout"));
+                }
+                incoming = self.socket.recv() => {
+                    deadline = Instant::now() + idle;
+                    match incoming {
+                        None | Some(Ok(WsMessage::Close(_))) => return None,
+                        Some(Err(error)) => {
+                            let text = error.to_string();
+                            if text.contains("too long") || text.contains("too big") {
+                                self.app.metrics.frames_rejected.with_label_values(&["frame too large"]).inc();
+                                return Some((close_code::TOO_BIG, "frame too large"));
+                            }
+                            return None;
+                        }
+                        Some(Ok(message)) => {
+                            if self.incoming(message).await.is_err() {
+                                return None;
+                            }
+                        }
+                    }
+                }
+                Some(out) = rx.recv() => {
+                    let sent = match out {
+                        Outbound::Text(text) => self.send_text(text).await,
+                        Outbound::Delivery(delivery) => {
+                            if let Some(reply) = &delivery.reply {
+                                let label = crate::metrics::Metrics::status_label(&reply.status);
+                                self.app.metrics.replies.with_label_values(&[label]).inc();
+                            }
+                            let mut actions = Vec::new();
+                            self.session.handle_delivery(delivery, &mut actions);
+                            self.execute(actions).await
+                        }
+                        Outbound::Close(code, reason) => return Some((code, reason)),
+                    };
+                    if sent.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn incoming(&mut self, message: WsMessage) -> Result<(), SocketGone> {
+        let decoded = match message {
+            WsMessage::Text(text) => decode_text(self.session.vsn(), text.as_str()),
+            WsMessage::Binary(bytes) if self.session.vsn() == Vsn::V2 => decode_binary(&bytes),
+            WsMessage::Binary(_) => {
+                self.app
+                    .metrics
+                    .frames_rejected
+                    .with_label_values(&["binary frame on V1"])
+                    .inc();
+                return Ok(());
+            }
+            // Pings are answered by the WebSocket layer; they only reset the idle timer.
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) => return Ok(()),
+        };
+        self.app.metrics.messages_in.inc();
+        let mut actions = Vec::new();
+        match decoded {
+            Ok(message) => self.session.handle(message, &mut actions),
+            Err(error) => {
+                self.app
+                    .metrics
+                    .frames_rejected
+                    .with_label_values(&[error.reason])
+                    .inc();
+                tracing::debug!(socket = self.socket_id, %error, "dropped a malformed frame");
+                self.session.handle_decode_error(&error, &mut actions);
+            }
+        }
+        self.execute(actions).await
+    }
+
+    async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), SocketGone> {
+        self.app.metrics.messages_out.inc();
+        self.socket
+            .send(WsMessage::Text(text))
+            .await
+            .map_err(|_| SocketGone)
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), SocketGone> {
+        for action in actions {
+            match action {
+                Action::Send(Frame::Text(text)) => self.send_text(Utf8Bytes::from(text)).await?,
+                Action::Send(Frame::Binary(bytes)) => {
+                    self.app.metrics.messages_out.inc();
+                    self.socket
+                        .send(WsMessage::Binary(bytes))
+                        .await
+                        .map_err(|_| SocketGone)?;
+                }
+                Action::Subscribe(topic) => {
+                    self.app.metrics.joins.with_label_values(&["ok"]).inc();
+                    self.app
+                        .registry
+                        .subscribe(&topic, self.socket_id, self.handle.clone());
+                }
+                Action::Unsubscribe(topic) => self.app.registry.unsubscribe(&topic, self.socket_id),
+                Action::Command {
+                    topic,
+                    join_id,
+                    msg_ref,
+                    kind,
+                } => {
+                    let command = Command {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        topic,
+                        socket: SocketRef {
+                            connector_id: self.app.config.connector_id.clone(),
+                            socket_id: self.socket_id,
+                            join_ref: Some(join_id),
+                            msg_ref,
+                        },
+                        claims: (*self.handle.claims).clone(),
+                        kind,
+                        received_at: now(),
+                    };
+                    if let Err(error) = self
+                        .app
+                        .log
+                        .append(COMMANDS, command.topic.as_bytes(), command.encode())
+                        .await
+                    {
+                        // The client's push times out and it retries; nothing was half-done.
+                        tracing::error!(%error, topic = %command.topic, "could not append a command");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown_notice(&mut self) -> Result<(), SocketGone> {
+        let payload = json!({
+            "reason": "server shutting down",
+            "reconnect_delay": self.app.config.reconnect_delay_ms,
+        });
+        let frames: Vec<Frame> = self
+            .session
+            .joined()
+            .map(|(topic, join_ref)| {
+                encode_push(
+                    self.session.vsn(),
+                    join_ref,
+                    topic,
+                    "shutdown_notice",
+                    &payload,
+                )
+            })
+            .collect();
+        self.execute(frames.into_iter().map(Action::Send).collect())
+            .await
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
