@@ -1,0 +1,130 @@
+// Test helpers: start a real `fawkes dev` on port 0 in a temporary data directory, mint
+// tokens the way a host application would (HS256 with the shared secret), and wrap the
+// official phoenix client's callbacks in promises.
+import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import WebSocket from "ws";
+import { Socket } from "phoenix";
+
+export const SECRET = "js-test-secret";
+const here = path.dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.FAWKES_BIN || path.resolve(here, "../../target/debug/fawkes");
+
+export async function startServer() {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "fawkes-js-"));
+  const child = spawn(BIN, ["dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
+    env: { ...process.env, FAWKES_JWT_SECRET: SECRET, FAWKES_LOG: "warn" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const line = await new Promise((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout });
+    rl.once("line", resolve);
+    child.once("exit", (code) => reject(new Error(`fawkes exited with ${code} before listening`)));
+  });
+  const match = /listening on http:\/\/(\S+)/.exec(line);
+  if (!match) throw new Error(`unexpected first line: ${line}`);
+  const addr = match[1];
+  return {
+    addr,
+    url: `ws://${addr}/socket`,
+    async stop() {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await exited;
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function b64url(value) {
+  return Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
+}
+
+export function mintToken(sub, { roles = [], ttl = 3600, secret = SECRET } = {}) {
+  const header = b64url({ alg: "HS256", typ: "JWT" });
+  const body = b64url({ sub, roles, exp: Math.floor(Date.now() / 1000) + ttl });
+  const signature = createHmac("sha256", secret).update(`${header}.${body}`).digest("base64url");
+  return `${header}.${body}.${signature}`;
+}
+
+const sockets = new Set();
+
+export function connect(server, opts = {}) {
+  const socket = new Socket(server.url, {
+    transport: WebSocket,
+    reconnectAfterMs: () => 60_000, // a refused socket should not hammer the server in tests
+    ...opts,
+  });
+  sockets.add(socket);
+  return socket;
+}
+
+export function closeAll() {
+  for (const socket of sockets) socket.disconnect();
+  sockets.clear();
+}
+
+export function opened(socket) {
+  return new Promise((resolve, reject) => {
+    socket.onOpen(resolve);
+    socket.onError(() => reject(new Error("socket error before open")));
+    socket.connect();
+  });
+}
+
+/** Joins and resolves {channel, status, response} for ok and error replies alike. */
+export function join(socket, topic, params = {}) {
+  const channel = socket.channel(topic, params);
+  return new Promise((resolve, reject) => {
+    channel
+      .join()
+      .receive("ok", (response) => resolve({ channel, status: "ok", response }))
+      .receive("error", (response) => {
+        channel.leave(); // stop phoenix.js from retrying the refused join
+        resolve({ channel, status: "error", response });
+      })
+      .receive("timeout", () => reject(new Error(`join ${topic} timed out`)));
+  });
+}
+
+/** Pushes and resolves {status, response}. */
+export function push(channel, event, payload) {
+  return new Promise((resolve, reject) => {
+    channel
+      .push(event, payload)
+      .receive("ok", (response) => resolve({ status: "ok", response }))
+      .receive("error", (response) => resolve({ status: "error", response }))
+      .receive("timeout", () => reject(new Error(`${event} timed out`)));
+  });
+}
+
+/** Collects every `event` on `channel`; `next()` resolves the next one not yet taken. */
+export function collect(channel, event) {
+  const seen = [];
+  const waiters = [];
+  channel.on(event, (payload) => {
+    const waiter = waiters.shift();
+    if (waiter) waiter(payload);
+    else seen.push(payload);
+  });
+  return {
+    next(timeoutMs = 5000) {
+      if (seen.length) return Promise.resolve(seen.shift());
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no ${event} within ${timeoutMs} ms`)), timeoutMs);
+        waiters.push((payload) => {
+          clearTimeout(timer);
+          resolve(payload);
+        });
+      });
+    },
+    pending: () => seen.length,
+  };
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
