@@ -28,7 +28,9 @@ impl Process {
             .expect("spawn fawkes");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
         let addr = line
             .trim()
             .strip_prefix("fawkes listening on http://")
@@ -59,7 +61,7 @@ async fn connect(process: &Process) -> Client {
     // Wait until the socket endpoint answers (the listening line comes right after bind).
     for _ in 0..50 {
         if let Connect::Open(client) = Client::try_connect(&process.url(), None).await {
-            return client;
+            return *client;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -85,13 +87,27 @@ async fn acknowledged_donations_survive_kill_9_and_count_once() {
     // the rest are in flight.
     let mut refs = Vec::new();
     for i in 0..300 {
-        refs.push(client.send(Some(&jr), topic, "new_donation", json!({"amount": "1.00", "donor_name": format!("d{i}")})).await);
+        refs.push(
+            client
+                .send(
+                    Some(&jr),
+                    topic,
+                    "new_donation",
+                    json!({"amount": "1.00", "donor_name": format!("d{i}")}),
+                )
+                .await,
+        );
     }
     let mut acked = Vec::new();
     for msg_ref in refs.iter().take(100) {
         let reply = client.reply(msg_ref).await;
         assert_eq!(reply["status"], "ok", "{reply}");
-        acked.push(reply["response"]["donation_id"].as_str().expect("id").to_owned());
+        acked.push(
+            reply["response"]["donation_id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
     }
     first.kill_9();
     drop(client);
@@ -109,9 +125,17 @@ async fn acknowledged_donations_survive_kill_9_and_count_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let count = last["donation_count"].as_u64().expect("count");
-    assert!(count >= acked.len() as u64, "every acknowledged donation is kept: {count} < {}", acked.len());
+    assert!(
+        count >= acked.len() as u64,
+        "every acknowledged donation is kept: {count} < {}",
+        acked.len()
+    );
     assert!(count <= 300, "no donation counted twice: {count}");
-    assert_eq!(last["total"], format!("{count}.00"), "the total matches the donations exactly once");
+    assert_eq!(
+        last["total"],
+        format!("{count}.00"),
+        "the total matches the donations exactly once"
+    );
 
     // A second restart changes nothing: every command has been applied once.
     drop(second);

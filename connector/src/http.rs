@@ -50,26 +50,41 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 fn api_error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+    ApiError(status, message.to_owned()).into_response()
+}
+
+/// A refused API request: the status and a sentence saying why.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
 /// Checks the bearer token carries role `service`.
-fn authorize_service(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize_service(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| api_error(StatusCode::UNAUTHORIZED, "a bearer token is required"))?;
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required".into(),
+            )
+        })?;
     let claims = app
         .auth
         .verify(token.trim())
-        .map_err(|e| api_error(StatusCode::UNAUTHORIZED, &e.to_string()))?;
+        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
     if claims.has_role("service") {
         Ok(())
     } else {
-        Err(api_error(
+        Err(ApiError(
             StatusCode::FORBIDDEN,
-            "the token lacks the service role",
+            "the token lacks the service role".into(),
         ))
     }
 }
@@ -94,8 +109,8 @@ async fn broadcast(
     headers: HeaderMap,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(response) = authorize_service(&app, &headers) {
-        return response;
+    if let Err(refused) = authorize_service(&app, &headers) {
+        return refused.into_response();
     }
     let Some(Json(body)) = body else {
         return api_error(
@@ -138,8 +153,8 @@ async fn disconnect(
     headers: HeaderMap,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(response) = authorize_service(&app, &headers) {
-        return response;
+    if let Err(refused) = authorize_service(&app, &headers) {
+        return refused.into_response();
     }
     let user_id = match body.as_ref().and_then(|Json(b)| b.get("user_id")) {
         Some(Value::String(id)) if !id.is_empty() => id.clone(),

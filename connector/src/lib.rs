@@ -12,7 +12,7 @@
 //! - `websocket`: the WebSocket transport and session task.
 //! - `http`: routes: socket, `/api/*`, health, metrics.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`config`]: settings.
+//! - [`config`]: the settings of one connector.
 
 pub mod auth;
 pub mod config;

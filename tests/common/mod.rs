@@ -128,7 +128,7 @@ pub struct Client {
 
 /// How a connection attempt ended.
 pub enum Connect {
-    Open(Client),
+    Open(Box<Client>),
     Refused(u16),
 }
 
@@ -139,7 +139,7 @@ impl Client {
             None => "vsn=2.0.0".to_owned(),
         };
         match Self::try_connect(&server.url(&query), None).await {
-            Connect::Open(c) => c,
+            Connect::Open(c) => *c,
             Connect::Refused(status) => panic!("connect refused with {status}"),
         }
     }
@@ -152,11 +152,11 @@ impl Client {
                 .insert("sec-websocket-protocol", p.parse().expect("header"));
         }
         match tokio_tungstenite::connect_async(request).await {
-            Ok((ws, _)) => Connect::Open(Self {
+            Ok((ws, _)) => Connect::Open(Box::new(Self {
                 ws,
                 next_ref: 0,
                 backlog: Vec::new(),
-            }),
+            })),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Connect::Refused(response.status().as_u16())
             }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test: the Rust workspace (unit, conformance and
+# end-to-end tests through real sockets) and the phoenix.js compatibility suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+log "installing the phoenix.js test client (tests/js, from package-lock.json)"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+
+log "building"
+cargo build --workspace --all-targets
+
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+
+log "Rust tests"
+cargo test --workspace 2>&1 | tee -a "$results"
+
+log "phoenix.js compatibility tests"
+(cd tests/js && FAWKES_BIN="$PWD/../../target/debug/fawkes" npm test) 2>&1 | tee -a "$results"
+
+# One closing line over both runners.
+passed=$(( $(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$results" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}') \
+         + $(grep -oE '^ℹ pass [0-9]+' "$results" | awk '{s+=$3} END {print s+0}') ))
+failed=$(( $(grep -oE '[0-9]+ failed;' "$results" | awk '{s+=$1} END {print s+0}') \
+         + $(grep -oE '^ℹ fail [0-9]+' "$results" | awk '{s+=$3} END {print s+0}') ))
+echo
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]
