@@ -40,6 +40,8 @@ pub enum Action {
     Subscribe(String),
     /// Stop delivering broadcasts on a topic to this socket.
     Unsubscribe(String),
+    /// A join was answered, with this status (for metrics).
+    JoinAnswered(String),
 }
 
 #[derive(Debug)]
@@ -355,6 +357,7 @@ impl Session {
                     &reply.status,
                     &reply.response,
                 )));
+                out.push(Action::JoinAnswered(reply.status.clone()));
                 if let Some(old) = replaced.take() {
                     out.push(Action::Send(encode_close(vsn, old.as_deref(), &topic)));
                 }
@@ -521,7 +524,8 @@ mod tests {
             payload: json!({"campaign": {}}),
         });
         s.handle_delivery(d, &mut out);
-        assert_eq!(out[1], Action::Subscribe("donations:campaign:1".into()));
+        assert_eq!(out[1], Action::JoinAnswered("ok".into()));
+        assert_eq!(out[2], Action::Subscribe("donations:campaign:1".into()));
         assert_eq!(
             frames(&out),
             vec![

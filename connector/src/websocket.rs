@@ -238,8 +238,11 @@ impl SessionTask {
                         .await
                         .map_err(|_| SocketGone)?;
                 }
+                Action::JoinAnswered(status) => {
+                    let label = crate::metrics::Metrics::status_label(&status);
+                    self.app.metrics.joins.with_label_values(&[label]).inc();
+                }
                 Action::Subscribe(topic) => {
-                    self.app.metrics.joins.with_label_values(&["ok"]).inc();
                     self.app
                         .registry
                         .subscribe(&topic, self.socket_id, self.handle.clone());
