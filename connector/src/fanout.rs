@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
-use topics::names::{partition_for, BROADCASTS, DELIVERIES};
-use topics::{Broadcast, Delivery, Log, LogError, StartAt, Subscription};
+use topics::names::{partition_for, TopicSpec, BROADCASTS, DELIVERIES};
+use topics::{Broadcast, Delivery, Log, LogError, Record, StartAt, Subscription};
 
 use crate::metrics::Metrics;
 use crate::registry::{Outbound, Registry, Sessions};
@@ -95,6 +95,27 @@ pub fn fan_out(broadcast: &Broadcast, registry: &Registry, sessions: &Sessions, 
     }
 }
 
+/// Reads `partitions` of `topic` from the live end until `shutdown`, handing each record to
+/// `handle`.
+async fn tail(
+    log: &dyn Log,
+    topic: TopicSpec,
+    partitions: Vec<u32>,
+    shutdown: &CancellationToken,
+    mut handle: impl FnMut(Record),
+) -> Result<(), LogError> {
+    let start = StartAt::Latest;
+    let mut consumer = log
+        .subscribe(topic, Subscription::Partitions { partitions, start })
+        .await?;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            record = consumer.next() => handle(record?),
+        }
+    }
+}
+
 /// Reads this connector's deliveries from the log and hands each to its session.
 pub async fn deliveries(
     log: Arc<dyn Log>,
@@ -103,34 +124,21 @@ pub async fn deliveries(
     shutdown: CancellationToken,
 ) -> Result<(), LogError> {
     let partition = partition_for(connector_id.as_bytes(), DELIVERIES.partitions);
-    let mut consumer = log
-        .subscribe(
-            DELIVERIES,
-            Subscription::Partitions {
-                partitions: vec![partition],
-                start: StartAt::Latest,
-            },
-        )
-        .await?;
-    loop {
-        let record = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            record = consumer.next() => record?,
-        };
-        let delivery = match Delivery::decode(&record.value) {
-            Ok(d) => d,
+    tail(&*log, DELIVERIES, vec![partition], &shutdown, |record| {
+        match Delivery::decode(&record.value) {
+            // Other connectors' deliveries may share the partition.
+            Ok(delivery) if delivery.socket.connector_id == connector_id => {
+                if let Some(handle) = sessions.get(delivery.socket.socket_id) {
+                    handle.offer(Outbound::Delivery(delivery));
+                }
+            }
+            Ok(_) => {}
             Err(error) => {
                 tracing::error!(%error, offset = record.offset, "skipping an undecodable delivery");
-                continue;
             }
-        };
-        if delivery.socket.connector_id != connector_id {
-            continue; // another connector's, sharing the partition
         }
-        if let Some(handle) = sessions.get(delivery.socket.socket_id) {
-            handle.offer(Outbound::Delivery(delivery));
-        }
-    }
+    })
+    .await
 }
 
 /// Reads every broadcast from the live end of the log and fans it out locally.
@@ -141,21 +149,9 @@ pub async fn broadcasts(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), LogError> {
-    let mut consumer = log
-        .subscribe(
-            BROADCASTS,
-            Subscription::Partitions {
-                partitions: (0..BROADCASTS.partitions).collect(),
-                start: StartAt::Latest,
-            },
-        )
-        .await?;
     let mut recent = RecentIds::new(65_536);
-    loop {
-        let record = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            record = consumer.next() => record?,
-        };
+    let partitions = (0..BROADCASTS.partitions).collect();
+    tail(&*log, BROADCASTS, partitions, &shutdown, |record| {
         match Broadcast::decode(&record.value) {
             Ok(broadcast) if recent.first_time(&broadcast.id) => {
                 fan_out(&broadcast, &registry, &sessions, &metrics);
@@ -165,7 +161,8 @@ pub async fn broadcasts(
                 tracing::error!(%error, offset = record.offset, "skipping an undecodable broadcast");
             }
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

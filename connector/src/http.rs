@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -63,33 +64,50 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Checks the bearer token carries role `service`.
-fn authorize_service(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::UNAUTHORIZED,
-                "a bearer token is required".into(),
-            )
-        })?;
-    let claims = app
-        .auth
-        .verify(token.trim())
-        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    if claims.has_role("service") {
-        Ok(())
-    } else {
-        Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "the token lacks the service role".into(),
-        ))
+/// Proof that the request carries a bearer token with role `service`; extracting it refuses
+/// the request otherwise.
+#[derive(Debug)]
+struct Service;
+
+impl FromRequestParts<Arc<App>> for Service {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "a bearer token is required".into(),
+                )
+            })?;
+        let claims = app
+            .auth
+            .verify(token.trim())
+            .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        if claims.has_role("service") {
+            Ok(Service)
+        } else {
+            Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "the token lacks the service role".into(),
+            ))
+        }
     }
 }
 
-async fn publish(app: &App, broadcast: Broadcast) -> Response {
+/// Appends a broadcast (no transforms) for every connector to fan out.
+async fn publish(app: &App, topic: String, event: &str, payload: Value) -> Response {
+    let broadcast = Broadcast {
+        id: uuid::Uuid::new_v4().to_string(),
+        topic,
+        event: event.to_owned(),
+        payload,
+        transforms: Vec::new(),
+    };
     match app
         .log
         .append(BROADCASTS, broadcast.topic.as_bytes(), broadcast.encode())
@@ -104,14 +122,7 @@ async fn publish(app: &App, broadcast: Broadcast) -> Response {
 }
 
 /// `POST /api/broadcast {topic, event, payload}`: fan out to every subscriber everywhere.
-async fn broadcast(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Option<Json<Value>>,
-) -> Response {
-    if let Err(refused) = authorize_service(&app, &headers) {
-        return refused.into_response();
-    }
+async fn broadcast(State(app): State<Arc<App>>, _: Service, body: Option<Json<Value>>) -> Response {
     let Some(Json(body)) = body else {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -134,42 +145,20 @@ async fn broadcast(
             "topic and event must be 1-255 bytes",
         );
     }
-    publish(
-        &app,
-        Broadcast {
-            id: uuid::Uuid::new_v4().to_string(),
-            topic: topic.to_owned(),
-            event: event.to_owned(),
-            payload: payload.clone(),
-            transforms: Vec::new(),
-        },
-    )
-    .await
+    publish(&app, topic.to_owned(), event, payload.clone()).await
 }
 
 /// `POST /api/disconnect {user_id}`: close every socket of a user on every connector.
 async fn disconnect(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Service,
     body: Option<Json<Value>>,
 ) -> Response {
-    if let Err(refused) = authorize_service(&app, &headers) {
-        return refused.into_response();
-    }
     let user_id = match body.as_ref().and_then(|Json(b)| b.get("user_id")) {
         Some(Value::String(id)) if !id.is_empty() => id.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => return api_error(StatusCode::BAD_REQUEST, "user_id is required"),
     };
-    publish(
-        &app,
-        Broadcast {
-            id: uuid::Uuid::new_v4().to_string(),
-            topic: format!("{USER_SOCKET_PREFIX}{user_id}"),
-            event: "disconnect".into(),
-            payload: json!({}),
-            transforms: Vec::new(),
-        },
-    )
-    .await
+    let topic = format!("{USER_SOCKET_PREFIX}{user_id}");
+    publish(&app, topic, "disconnect", json!({})).await
 }

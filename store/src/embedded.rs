@@ -37,12 +37,28 @@ CREATE TABLE IF NOT EXISTS sequences (
 );
 ";
 
+const OUTCOME_SQL: &str = "SELECT outcome FROM processed_commands WHERE command_id = ?1";
+
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
 fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
+}
+
+/// Reads one JSON column of the row `sql` selects by `key`, if there is one.
+fn read_json<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let body: Option<String> = conn
+        .query_row(sql, [key], |row| row.get(0))
+        .optional()
+        .map_err(unavailable)?;
+    body.map(|b| serde_json::from_str(&b).map_err(corrupt))
+        .transpose()
 }
 
 /// The SQLite-backed store.
@@ -100,17 +116,8 @@ impl EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
         let id = id.to_owned();
-        self.with_conn(move |conn| {
-            let body: Option<String> = conn
-                .query_row("SELECT body FROM campaigns WHERE id = ?1", [&id], |row| {
-                    row.get(0)
-                })
-                .optional()
-                .map_err(unavailable)?;
-            body.map(|b| serde_json::from_str(&b).map_err(corrupt))
-                .transpose()
-        })
-        .await
+        self.with_conn(move |conn| read_json(conn, "SELECT body FROM campaigns WHERE id = ?1", &id))
+            .await
     }
 
     async fn donations(
@@ -141,19 +148,8 @@ impl Store for EmbeddedStore {
 
     async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError> {
         let command_id = command_id.to_owned();
-        self.with_conn(move |conn| {
-            let body: Option<String> = conn
-                .query_row(
-                    "SELECT outcome FROM processed_commands WHERE command_id = ?1",
-                    [&command_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            body.map(|b| serde_json::from_str(&b).map_err(corrupt))
-                .transpose()
-        })
-        .await
+        self.with_conn(move |conn| read_json(conn, OUTCOME_SQL, &command_id))
+            .await
     }
 
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
@@ -188,18 +184,8 @@ impl Store for EmbeddedStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
-            let previous: Option<String> = tx
-                .query_row(
-                    "SELECT outcome FROM processed_commands WHERE command_id = ?1",
-                    [&command_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            if let Some(previous) = previous {
-                return Ok(Applied::Duplicate(
-                    serde_json::from_str(&previous).map_err(corrupt)?,
-                ));
+            if let Some(previous) = read_json(&tx, OUTCOME_SQL, &command_id)? {
+                return Ok(Applied::Duplicate(previous));
             }
             for write in &writes {
                 match write {
