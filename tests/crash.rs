@@ -2,71 +2,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Client, Connect, SECRET};
+use common::process::{connect, Process};
 use serde_json::{json, Value};
-
-/// A `fawkes dev` child process on port 0.
-struct Process {
-    child: Child,
-    addr: String,
-}
-
-impl Process {
-    fn start(data_dir: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fawkes"))
-            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("FAWKES_JWT_SECRET", SECRET)
-            .env("FAWKES_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn fawkes");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("fawkes listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_owned();
-        Self { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/socket/websocket?vsn=2.0.0", self.addr)
-    }
-
-    fn kill_9(&mut self) {
-        // Child::kill sends SIGKILL on Unix: no shutdown code runs.
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn connect(process: &Process) -> Client {
-    // Wait until the socket endpoint answers (the listening line comes right after bind).
-    for _ in 0..50 {
-        if let Connect::Open(client) = Client::try_connect(&process.url(), None).await {
-            return *client;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("fawkes did not accept sockets")
-}
 
 async fn campaign_state(process: &Process) -> Value {
     let mut client = connect(process).await;
