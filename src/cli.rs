@@ -52,6 +52,9 @@ pub struct DevArgs {
     /// Largest client frame in bytes; larger frames close the socket with 1009.
     #[arg(long, env = "FAWKES_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
     pub max_frame_bytes: usize,
+    /// Client events per second allowed on one joined channel; 0 turns the limit off.
+    #[arg(long, env = "FAWKES_CHANNEL_RATE_LIMIT", default_value_t = 10)]
+    pub channel_rate_limit: u32,
     /// Frames queued per socket before it is closed as too slow (1013).
     #[arg(long, env = "FAWKES_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,

@@ -52,6 +52,7 @@ pub async fn run(
     config.idle_timeout = args.idle_timeout();
     config.max_frame_bytes = args.max_frame_bytes;
     config.outbound_queue = args.outbound_queue;
+    config.channel_rate_limit = args.channel_rate_limit;
 
     let processors_stop = CancellationToken::new();
     let runner = tokio::spawn(processors::run(

@@ -655,3 +655,34 @@ async fn shutdown_tells_clients_and_closes_with_1012() {
     assert_eq!(c.closed().await, Some(1012));
     stopping.await.expect("stopped");
 }
+
+#[tokio::test]
+async fn more_than_ten_events_a_second_are_refused() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(&server, None).await;
+    let (jr, _) = c.join("donations:lobby", json!({})).await;
+    let mut refs = Vec::new();
+    for _ in 0..15 {
+        refs.push(
+            c.send(Some(&jr), "donations:lobby", "ping", json!({}))
+                .await,
+        );
+    }
+    let mut reasons = Vec::new();
+    for msg_ref in &refs {
+        reasons.push(c.reply(msg_ref).await["response"]["reason"].clone());
+    }
+    let limited = reasons
+        .iter()
+        .filter(|r| *r == "rate limit exceeded")
+        .count();
+    assert!(
+        limited >= 4,
+        "at most a burst of 10 gets through: {reasons:?}"
+    );
+    assert_eq!(
+        reasons.len() - limited,
+        reasons.iter().filter(|r| *r == "unknown event").count()
+    );
+    server.stop().await;
+}

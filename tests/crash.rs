@@ -7,6 +7,9 @@ use std::time::Duration;
 use common::process::{connect, Process};
 use serde_json::{json, Value};
 
+/// The test pipelines hundreds of donations on one channel, far over the default rate limit.
+const UNLIMITED: &[&str] = &["--channel-rate-limit", "0"];
+
 async fn campaign_state(process: &Process) -> Value {
     let mut client = connect(process).await;
     let (_, reply) = client.join("donations:campaign:1", json!({})).await;
@@ -17,7 +20,7 @@ async fn campaign_state(process: &Process) -> Value {
 #[tokio::test]
 async fn acknowledged_donations_survive_kill_9_and_count_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut first = Process::start(dir.path());
+    let mut first = Process::start(dir.path(), UNLIMITED);
     let mut client = connect(&first).await;
     let topic = "donations:campaign:1";
     let (jr, _) = client.join(topic, json!({})).await;
@@ -51,7 +54,7 @@ async fn acknowledged_donations_survive_kill_9_and_count_once() {
     first.kill_9();
     drop(client);
 
-    let second = Process::start(dir.path());
+    let second = Process::start(dir.path(), UNLIMITED);
     // The restarted processors may still be replaying commands the first process had logged;
     // wait until the count settles, then check totals are exact.
     let mut last = Value::Null;
@@ -78,7 +81,7 @@ async fn acknowledged_donations_survive_kill_9_and_count_once() {
 
     // A second restart changes nothing: every command has been applied once.
     drop(second);
-    let third = Process::start(dir.path());
+    let third = Process::start(dir.path(), UNLIMITED);
     let campaign = campaign_state(&third).await;
     assert_eq!(campaign["donation_count"].as_u64(), Some(count));
     assert_eq!(campaign["total"], format!("{count}.00"));

@@ -17,6 +17,8 @@ pub struct ConnectorConfig {
     pub max_frame_bytes: usize,
     /// Frames queued per socket before it counts as too slow and is closed with 1013.
     pub outbound_queue: usize,
+    /// Client events per second allowed on one joined channel (0: unlimited).
+    pub channel_rate_limit: u32,
     /// How long shutdown waits for sockets to close.
     pub drain_timeout: Duration,
     /// The `reconnect_delay` (ms) suggested to clients in `shutdown_notice`.
@@ -32,6 +34,7 @@ impl ConnectorConfig {
             idle_timeout: Duration::from_secs(60),
             max_frame_bytes: 1024 * 1024,
             outbound_queue: 1024,
+            channel_rate_limit: 10,
             drain_timeout: Duration::from_secs(10),
             reconnect_delay_ms: 1000,
         }

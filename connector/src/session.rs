@@ -6,6 +6,7 @@
 //! ordering and duplicate joins lives here, where it can be tested without a socket.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use serde_json::{json, Value};
 use topics::routes::route;
@@ -58,6 +59,38 @@ enum State {
     Joined,
 }
 
+/// A token bucket: `rate` events per second, bursts of up to `rate`.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, now: Instant) -> Self {
+        Self {
+            tokens: f64::from(rate),
+            last: now,
+        }
+    }
+
+    /// Takes a token if one is left; `rate` 0 means unlimited.
+    fn take(&mut self, rate: u32, now: Instant) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(rate));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Channel {
     /// Identity of this join in commands and deliveries; unique within the session, unlike
@@ -66,6 +99,8 @@ struct Channel {
     /// The join_ref written on this channel's frames (V2: the join's `join_ref || ref`).
     join_ref: Option<String>,
     state: State,
+    /// Client events allowed on this channel.
+    bucket: Bucket,
 }
 
 impl Channel {
@@ -82,15 +117,23 @@ pub struct Session {
     vsn: Vsn,
     channels: HashMap<String, Channel>,
     next_join: u64,
+    /// Client events per second allowed on one channel (0: unlimited).
+    rate_limit: u32,
+    /// The time of the message being handled; the IO shell passes it in so the state machine
+    /// reads no clock.
+    now: Instant,
 }
 
 impl Session {
-    /// A session speaking `vsn`.
-    pub fn new(vsn: Vsn) -> Self {
+    /// A session speaking `vsn`, allowing `rate_limit` client events per second per channel
+    /// (0: unlimited).
+    pub fn new(vsn: Vsn, rate_limit: u32) -> Self {
         Self {
             vsn,
             channels: HashMap::new(),
             next_join: 0,
+            rate_limit,
+            now: Instant::now(),
         }
     }
 
@@ -130,8 +173,9 @@ impl Session {
         )
     }
 
-    /// Handles one decoded client message.
-    pub fn handle(&mut self, msg: Message, out: &mut Vec<Action>) {
+    /// Handles one decoded client message received at `now`.
+    pub fn handle(&mut self, msg: Message, now: Instant, out: &mut Vec<Action>) {
+        self.now = now;
         match (msg.topic.as_str(), msg.event.as_str()) {
             ("phoenix", "heartbeat") => {
                 out.push(self.reply(None, msg.msg_ref.as_deref(), "phoenix", "ok", json!({})));
@@ -214,6 +258,7 @@ impl Session {
                     replaced,
                     queued: Vec::new(),
                 },
+                bucket: Bucket::new(self.rate_limit, self.now),
             },
         );
     }
@@ -278,6 +323,17 @@ impl Session {
                     &msg.topic,
                     "error",
                     &json!({"reason": "too many messages before join"}),
+                )));
+            }
+            State::Joined if !channel.bucket.take(self.rate_limit, self.now) => {
+                let join_ref = channel.join_ref.clone();
+                out.push(Action::Send(encode_reply(
+                    vsn,
+                    join_ref.as_deref(),
+                    msg.msg_ref.as_deref(),
+                    &msg.topic,
+                    "error",
+                    &json!({"reason": "rate limit exceeded"}),
                 )));
             }
             State::Joined => match msg.payload {
@@ -399,6 +455,7 @@ impl Session {
 mod tests {
     use super::*;
     use crate::serializer::decode_text;
+    use std::time::Instant;
     use topics::{ReplyBody, SocketRef};
 
     fn msg(text: &str) -> Message {
@@ -456,6 +513,7 @@ mod tests {
             msg(&format!(
                 r#"["{join_ref}","{join_ref}","{topic}","phx_join",{{}}]"#
             )),
+            Instant::now(),
             &mut out,
         );
         let Some(Action::Command { join_id, .. }) = out.iter().find(|a| {
@@ -480,9 +538,13 @@ mod tests {
 
     #[test]
     fn heartbeat_is_answered_with_null_join_ref() {
-        let mut s = Session::new(Vsn::V2);
+        let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
-        s.handle(msg(r#"[null,"12","phoenix","heartbeat",{}]"#), &mut out);
+        s.handle(
+            msg(r#"[null,"12","phoenix","heartbeat",{}]"#),
+            Instant::now(),
+            &mut out,
+        );
         assert_eq!(
             frames(&out),
             vec![json!([null, "12", "phoenix", "phx_reply", {"status": "ok", "response": {}}])]
@@ -491,11 +553,16 @@ mod tests {
 
     #[test]
     fn unmatched_topics_reply_with_null_join_ref() {
-        let mut s = Session::new(Vsn::V2);
+        let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
-        s.handle(msg(r#"["11","1","room:lobby","phx_join",{}]"#), &mut out);
+        s.handle(
+            msg(r#"["11","1","room:lobby","phx_join",{}]"#),
+            Instant::now(),
+            &mut out,
+        );
         s.handle(
             msg(r#"["11","2","donations:lobby","new_msg",{}]"#),
+            Instant::now(),
             &mut out,
         );
         let unmatched = json!({"status": "error", "response": {"reason": "unmatched topic"}});
@@ -510,10 +577,11 @@ mod tests {
 
     #[test]
     fn join_reply_comes_before_pushes_and_subscribes() {
-        let mut s = Session::new(Vsn::V2);
+        let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
         s.handle(
             msg(r#"["11","1","donations:campaign:1","phx_join",{}]"#),
+            Instant::now(),
             &mut out,
         );
         assert_eq!(commands(&out).len(), 1);
@@ -537,12 +605,17 @@ mod tests {
 
     #[test]
     fn refused_join_registers_nothing() {
-        let mut s = Session::new(Vsn::V2);
+        let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
-        s.handle(msg(r#"["11","1","admin:x","phx_join",{}]"#), &mut out);
+        s.handle(
+            msg(r#"["11","1","admin:x","phx_join",{}]"#),
+            Instant::now(),
+            &mut out,
+        );
         // A push sent before the answer waits, then is refused with the join.
         s.handle(
             msg(r#"["11","2","admin:x","create_campaign",{}]"#),
+            Instant::now(),
             &mut out,
         );
         let mut out = Vec::new();
@@ -569,15 +642,20 @@ mod tests {
 
     #[test]
     fn events_use_the_current_join_ref_and_drop_stale_ones() {
-        let mut s = Session::new(Vsn::V2);
+        let mut s = Session::new(Vsn::V2, 0);
         let join_id = joined(&mut s, "donations:lobby", "11");
         let mut out = Vec::new();
         s.handle(
             msg(r#"[null,"5","donations:lobby","ping",{"a":1}]"#),
+            Instant::now(),
             &mut out,
         );
         assert_eq!(commands(&out).len(), 1);
-        s.handle(msg(r#"["3","6","donations:lobby","ping",{}]"#), &mut out);
+        s.handle(
+            msg(r#"["3","6","donations:lobby","ping",{}]"#),
+            Instant::now(),
+            &mut out,
+        );
         assert_eq!(commands(&out).len(), 1, "stale join_ref is dropped");
         let mut out = Vec::new();
         s.handle_delivery(
@@ -600,16 +678,18 @@ mod tests {
 
     #[test]
     fn leave_replies_then_closes() {
-        let mut s = Session::new(Vsn::V2);
+        let mut s = Session::new(Vsn::V2, 0);
         joined(&mut s, "donations:lobby", "11");
         let mut out = Vec::new();
         s.handle(
             msg(r#"["99","7","donations:lobby","phx_leave",{}]"#),
+            Instant::now(),
             &mut out,
         );
         assert!(frames(&out).is_empty(), "stale leave is ignored");
         s.handle(
             msg(r#"["11","8","donations:lobby","phx_leave",{}]"#),
+            Instant::now(),
             &mut out,
         );
         assert_eq!(
@@ -623,6 +703,7 @@ mod tests {
         let mut out = Vec::new();
         s.handle(
             msg(r#"["11","9","donations:lobby","phx_leave",{}]"#),
+            Instant::now(),
             &mut out,
         );
         assert_eq!(
@@ -635,11 +716,12 @@ mod tests {
 
     #[test]
     fn duplicate_join_replies_then_closes_the_old_join() {
-        let mut s = Session::new(Vsn::V2);
+        let mut s = Session::new(Vsn::V2, 0);
         joined(&mut s, "donations:lobby", "11");
         let mut out = Vec::new();
         s.handle(
             msg(r#"["12","12","donations:lobby","phx_join",{}]"#),
+            Instant::now(),
             &mut out,
         );
         assert_eq!(out[0], Action::Unsubscribe("donations:lobby".into()));
@@ -668,13 +750,14 @@ mod tests {
 
     #[test]
     fn channel_limit() {
-        let mut s = Session::new(Vsn::V2);
+        let mut s = Session::new(Vsn::V2, 0);
         for i in 0..MAX_CHANNELS {
             joined(&mut s, &format!("admin:{i}"), &i.to_string());
         }
         let mut out = Vec::new();
         s.handle(
             msg(r#"["500","500","admin:extra","phx_join",{}]"#),
+            Instant::now(),
             &mut out,
         );
         assert_eq!(
@@ -687,7 +770,7 @@ mod tests {
 
     #[test]
     fn v1_frames_never_carry_join_ref() {
-        let mut s = Session::new(Vsn::V1);
+        let mut s = Session::new(Vsn::V1, 0);
         let mut out = Vec::new();
         s.handle(
             decode_text(
@@ -695,6 +778,7 @@ mod tests {
                 r#"{"topic":"donations:lobby","event":"phx_join","payload":{},"ref":"1"}"#,
             )
             .expect("v1"),
+            Instant::now(),
             &mut out,
         );
         let mut out = Vec::new();
@@ -712,11 +796,74 @@ mod tests {
 
     #[test]
     fn close_leaves_every_channel() {
-        let mut s = Session::new(Vsn::V2);
+        let mut s = Session::new(Vsn::V2, 0);
         joined(&mut s, "donations:lobby", "11");
         let mut out = Vec::new();
         s.close(&mut out);
         assert_eq!(commands(&out).len(), 1);
         assert!(out.contains(&Action::Unsubscribe("donations:lobby".into())));
+    }
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::*;
+    use crate::serializer::decode_text;
+    use std::time::Duration;
+    use topics::{ReplyBody, SocketRef};
+
+    #[test]
+    fn more_than_the_limit_per_second_is_refused_and_not_forwarded() {
+        let mut s = Session::new(Vsn::V2, 10);
+        let start = Instant::now();
+        let mut out = Vec::new();
+        s.handle(
+            decode_text(Vsn::V2, r#"["1","1","donations:lobby","phx_join",{}]"#).expect("frame"),
+            start,
+            &mut out,
+        );
+        let delivery = Delivery {
+            socket: SocketRef {
+                connector_id: "c".into(),
+                socket_id: 1,
+                join_ref: Some("1".into()),
+                msg_ref: Some("1".into()),
+            },
+            topic: "donations:lobby".into(),
+            reply: Some(ReplyBody {
+                status: "ok".into(),
+                response: json!({}),
+            }),
+            pushes: vec![],
+        };
+        s.handle_delivery(delivery, &mut out);
+        let push = |s: &mut Session, at: Instant| {
+            let mut out = Vec::new();
+            s.handle(
+                decode_text(Vsn::V2, r#"["1","9","donations:lobby","e",{}]"#).expect("frame"),
+                at,
+                &mut out,
+            );
+            matches!(out.as_slice(), [Action::Command { .. }])
+        };
+        let forwarded = (0..15).filter(|_| push(&mut s, start)).count();
+        assert_eq!(forwarded, 10, "a burst of 10, then refusals");
+        let mut out = Vec::new();
+        s.handle(
+            decode_text(Vsn::V2, r#"["1","10","donations:lobby","e",{}]"#).expect("frame"),
+            start,
+            &mut out,
+        );
+        let Action::Send(Frame::Text(text)) = &out[0] else {
+            panic!("a reply")
+        };
+        assert!(text.contains("rate limit exceeded"));
+        // Tokens come back with time.
+        assert!(push(&mut s, start + Duration::from_millis(250)));
+        assert!(push(&mut s, start + Duration::from_millis(250)));
+        assert!(!push(&mut s, start + Duration::from_millis(250)));
+        // Unlimited when the limit is 0.
+        let mut bucket = Bucket::new(0, start);
+        assert!((0..1000).all(|_| bucket.take(0, start)));
     }
 }

@@ -98,7 +98,7 @@ async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims)
         app: app.clone(),
         socket_id,
         handle: handle.clone(),
-        session: Session::new(vsn),
+        session: Session::new(vsn, app.config.channel_rate_limit),
         socket,
     };
     let close = task.run(&mut rx).await;
@@ -205,7 +205,9 @@ impl SessionTask {
         self.app.metrics.messages_in.inc();
         let mut actions = Vec::new();
         match decoded {
-            Ok(message) => self.session.handle(message, &mut actions),
+            Ok(message) => self
+                .session
+                .handle(message, std::time::Instant::now(), &mut actions),
             Err(error) => {
                 self.app
                     .metrics

@@ -13,10 +13,11 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn start(data_dir: &std::path::Path) -> Self {
+    pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fawkes"))
             .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("FAWKES_JWT_SECRET", SECRET)
             .env("FAWKES_LOG", "warn")
             .stdout(Stdio::piped())
