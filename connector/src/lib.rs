@@ -28,6 +28,7 @@ mod websocket;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -114,6 +115,12 @@ pub async fn run(
         connector = %app.config.connector_id,
         "connector listening"
     );
+    // Small frames must leave at once: Nagle's algorithm with delayed ACKs adds ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, http::router(app.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = tokio::select! {

@@ -9,6 +9,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -21,6 +22,14 @@ use crate::registry::{Outbound, SessionHandle};
 use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Vsn};
 use crate::session::{Action, Session};
 use crate::App;
+
+/// Most queued frames written before one flush.
+const WRITE_BATCH: usize = 64;
+/// Per-socket read buffer: Phoenix frames are small, and a large buffer costs memory on every
+/// idle socket.
+const READ_BUFFER: usize = 4 * 1024;
+/// Written frames are buffered up to this size until the batch is flushed.
+const WRITE_BUFFER: usize = 16 * 1024;
 
 /// Close codes this transport uses (never 1000: phoenix.js ≤ 1.8.12 would not reconnect).
 mod close_code {
@@ -79,6 +88,8 @@ pub(crate) async fn handler(
         .protocols(["phoenix"])
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| tracked.track_future(run_session(app, socket, vsn, claims)))
 }
 
@@ -136,7 +147,9 @@ impl SessionTask {
         loop {
             tokio::select! {
                 () = self.app.shutdown.cancelled() => {
-                    let _ = self.shutdown_notice().await;
+                    if self.shutdown_notice().await.is_ok() {
+                        let _ = self.flush().await;
+                    }
                     return Some((close_code::RESTART, "server restarting"));
                 }
                 () = self.handle.overflow.cancelled() => {
@@ -159,32 +172,55 @@ impl SessionTask {
                             return None;
                         }
                         Some(Ok(message)) => {
-                            if self.incoming(message).await.is_err() {
+                            if self.incoming(message).await.is_err() || self.flush().await.is_err() {
                                 return None;
                             }
                         }
                     }
                 }
-                Some(out) = rx.recv() => {
-                    let sent = match out {
-                        Outbound::Text(text) => self.send_text(text).await,
-                        Outbound::Delivery(delivery) => {
-                            if let Some(reply) = &delivery.reply {
-                                let label = crate::metrics::Metrics::status_label(&reply.status);
-                                self.app.metrics.replies.with_label_values(&[label]).inc();
-                            }
-                            let mut actions = Vec::new();
-                            self.session.handle_delivery(delivery, &mut actions);
-                            self.execute(actions).await
+                Some(first) = rx.recv() => {
+                    // Write what is queued in one batch, then flush once.
+                    let mut next = Some(first);
+                    let mut batch = 0;
+                    while let Some(out) = next.take() {
+                        match self.outbound(out).await {
+                            Ok(None) => {}
+                            Ok(Some(close)) => return Some(close),
+                            Err(SocketGone) => return None,
                         }
-                        Outbound::Close(code, reason) => return Some((code, reason)),
-                    };
-                    if sent.is_err() {
+                        batch += 1;
+                        if batch < WRITE_BATCH {
+                            next = rx.try_recv().ok();
+                        }
+                    }
+                    if self.flush().await.is_err() {
                         return None;
                     }
                 }
             }
         }
+    }
+
+    /// Handles one queued item; returns a close frame when the item asks to close.
+    async fn outbound(&mut self, out: Outbound) -> Result<Option<(u16, &'static str)>, SocketGone> {
+        match out {
+            Outbound::Text(text) => self.send_text(text).await?,
+            Outbound::Delivery(delivery) => {
+                if let Some(reply) = &delivery.reply {
+                    let label = crate::metrics::Metrics::status_label(&reply.status);
+                    self.app.metrics.replies.with_label_values(&[label]).inc();
+                }
+                let mut actions = Vec::new();
+                self.session.handle_delivery(delivery, &mut actions);
+                self.execute(actions).await?;
+            }
+            Outbound::Close(code, reason) => return Ok(Some((code, reason))),
+        }
+        Ok(None)
+    }
+
+    async fn flush(&mut self) -> Result<(), SocketGone> {
+        self.socket.flush().await.map_err(|_| SocketGone)
     }
 
     async fn incoming(&mut self, message: WsMessage) -> Result<(), SocketGone> {
@@ -224,7 +260,7 @@ impl SessionTask {
     async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), SocketGone> {
         self.app.metrics.messages_out.inc();
         self.socket
-            .send(WsMessage::Text(text))
+            .feed(WsMessage::Text(text))
             .await
             .map_err(|_| SocketGone)
     }
@@ -236,7 +272,7 @@ impl SessionTask {
                 Action::Send(Frame::Binary(bytes)) => {
                     self.app.metrics.messages_out.inc();
                     self.socket
-                        .send(WsMessage::Binary(bytes))
+                        .feed(WsMessage::Binary(bytes))
                         .await
                         .map_err(|_| SocketGone)?;
                 }

@@ -153,7 +153,7 @@ impl Client {
                 .headers_mut()
                 .insert("sec-websocket-protocol", p.parse().expect("header"));
         }
-        match tokio_tungstenite::connect_async(request).await {
+        match tokio_tungstenite::connect_async_with_config(request, None, true).await {
             Ok((ws, _)) => Connect::Open(Box::new(Self {
                 ws,
                 next_ref: 0,

@@ -41,6 +41,11 @@ impl Process {
         format!("ws://{}/socket/websocket?vsn=2.0.0", self.addr)
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill_9(&mut self) {
         // Child::kill sends SIGKILL on Unix: no shutdown code runs.
         self.child.kill().expect("kill -9");
