@@ -12,7 +12,7 @@ use std::time::Duration;
 use store::{Applied, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use topics::names::{BROADCASTS, COMMANDS, DELIVERIES};
-use topics::{Command, Log, LogError, Record, Subscription};
+use topics::{Command, CommandKind, Log, LogError, Record, Subscription};
 
 use crate::decision::{Outcome, View};
 use crate::{decide, needs};
@@ -140,8 +140,12 @@ async fn process_with_retry(
 }
 
 async fn process(log: &dyn Log, store: &dyn Store, command: &Command) -> Result<(), AttemptError> {
-    if let Some(stored) = store.outcome(&command.id).await? {
-        return emit(log, &parse_outcome(&command.id, stored)?).await;
+    // Joins and leaves never write, so they never have a stored outcome to look up.
+    let may_have_written = matches!(command.kind, CommandKind::Event { .. });
+    if may_have_written {
+        if let Some(stored) = store.outcome(&command.id).await? {
+            return emit(log, &parse_outcome(&command.id, stored)?).await;
+        }
     }
     let view = load_view(store, command).await?;
     let decision = decide(command, &view);

@@ -348,10 +348,17 @@ impl Log for EmbeddedLog {
             positions: partitions,
             cursor: 0,
             group,
+            unpersisted: false,
+            persisted_at: std::time::Instant::now(),
             appended,
         }))
     }
 }
+
+/// How often a group consumer writes its committed positions to disk. Commits in between are
+/// kept in memory: a crash replays at most this much, which consumers tolerate anyway
+/// (delivery is at-least-once and effects are idempotent).
+const PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A consumer of the embedded log.
 #[derive(Debug)]
@@ -364,7 +371,29 @@ struct EmbeddedConsumer {
     cursor: usize,
     /// Group name and its committed positions.
     group: Option<(String, BTreeMap<u32, u64>)>,
+    /// Commits not yet written to disk, and when positions were last written.
+    unpersisted: bool,
+    persisted_at: std::time::Instant,
     appended: watch::Receiver<u64>,
+}
+
+impl EmbeddedConsumer {
+    fn persist(&mut self) -> Result<(), LogError> {
+        if let (Some((group, committed)), true) = (&self.group, self.unpersisted) {
+            self.log.store_group(group, committed)?;
+        }
+        self.unpersisted = false;
+        self.persisted_at = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedConsumer {
+    fn drop(&mut self) {
+        if let Err(error) = self.persist() {
+            tracing::warn!(%error, "could not save consumer positions");
+        }
+    }
 }
 
 #[async_trait]
@@ -389,6 +418,10 @@ impl Consumer for EmbeddedConsumer {
                     });
                 }
             }
+            // Caught up: a good moment to save positions committed since the last write.
+            if self.unpersisted {
+                self.persist()?;
+            }
             self.appended
                 .changed()
                 .await
@@ -397,7 +430,7 @@ impl Consumer for EmbeddedConsumer {
     }
 
     async fn commit(&mut self, record: &Record) -> Result<(), LogError> {
-        let Some((group, committed)) = &mut self.group else {
+        let Some((_, committed)) = &mut self.group else {
             return Ok(());
         };
         let next = record.offset + 1;
@@ -405,7 +438,11 @@ impl Consumer for EmbeddedConsumer {
             return Ok(());
         }
         committed.insert(record.partition, next);
-        self.log.store_group(group, committed)
+        self.unpersisted = true;
+        if self.persisted_at.elapsed() >= PERSIST_INTERVAL {
+            self.persist()?;
+        }
+        Ok(())
     }
 }
 
