@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use connector::{ConnectorConfig, Metrics};
-use processors::RunnerConfig;
+use processors::{ProcessorMetrics, RunnerConfig};
 use store::{EmbeddedStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -55,13 +55,15 @@ pub async fn run(
     config.channel_rate_limit = args.channel_rate_limit;
 
     let processors_stop = CancellationToken::new();
+    let registry = prometheus::Registry::new();
     let runner = tokio::spawn(processors::run(
         RunnerConfig::default(),
         log.clone(),
         store,
+        ProcessorMetrics::new(&registry),
         processors_stop.clone(),
     ));
-    let served = connector::run(config, listener, log, Metrics::new(), shutdown).await;
+    let served = connector::run(config, listener, log, Metrics::new(registry), shutdown).await;
     // The connector has drained; let the processors finish the command at hand.
     processors_stop.cancel();
     let ran = runner.await.context("the processor task panicked")?;

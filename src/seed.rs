@@ -19,6 +19,7 @@ pub fn demo_campaigns(now: &str) -> Vec<Campaign> {
             donation_count: 0,
             milestones_reached: Vec::new(),
             created_at: now.to_owned(),
+            version: 0,
         };
     vec![
         campaign(

@@ -187,7 +187,7 @@ mod tests {
     fn one_encoding_per_variant_shared_by_subscribers() {
         let registry = Registry::default();
         let sessions = Sessions::default();
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(prometheus::Registry::new());
         let mut receivers = Vec::new();
         for (id, user) in [(1, "1"), (2, "7"), (3, "8")] {
             let (tx, rx) = mpsc::channel(4);

@@ -108,9 +108,20 @@ async fn publish(app: &App, topic: String, event: &str, payload: Value) -> Respo
         payload,
         transforms: Vec::new(),
     };
+    let bytes = match broadcast.encode() {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            // The payload is any JSON object, which always encodes; this is a bug if reached.
+            tracing::error!(%error, "could not encode an API broadcast");
+            return api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the broadcast could not be encoded",
+            );
+        }
+    };
     match app
         .log
-        .append(BROADCASTS, broadcast.topic.as_bytes(), broadcast.encode())
+        .append(BROADCASTS, broadcast.topic.as_bytes(), bytes)
         .await
     {
         Ok(_) => (StatusCode::ACCEPTED, Json(json!({ "status": "ok" }))).into_response(),

@@ -45,9 +45,9 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntC
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
-    pub fn new() -> Self {
-        let registry = Registry::new();
+    /// Creates every metric and registers it in `registry`, which `/metrics` then serves
+    /// whole (so metrics of other components in the process show up too).
+    pub fn new(registry: Registry) -> Self {
         let connections = IntGauge::new("fawkes_connections", "Open sockets.")
             .unwrap_or_else(|_| unreachable!("valid metric name"));
         let _ = registry.register(Box::new(connections.clone()));
@@ -122,11 +122,5 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

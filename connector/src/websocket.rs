@@ -305,14 +305,22 @@ impl SessionTask {
                         kind,
                         received_at: now(),
                     };
-                    if let Err(error) = self
-                        .app
-                        .log
-                        .append(COMMANDS, command.topic.as_bytes(), command.encode())
-                        .await
-                    {
-                        // The client's push times out and it retries; nothing was half-done.
-                        tracing::error!(%error, topic = %command.topic, "could not append a command");
+                    // On failure the client's push times out and it retries; nothing was
+                    // half-done.
+                    match command.encode() {
+                        Ok(bytes) => {
+                            if let Err(error) = self
+                                .app
+                                .log
+                                .append(COMMANDS, command.topic.as_bytes(), bytes)
+                                .await
+                            {
+                                tracing::error!(%error, topic = %command.topic, "could not append a command");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, topic = %command.topic, "could not encode a command");
+                        }
                     }
                 }
             }

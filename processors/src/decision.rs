@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::{Campaign, Write};
+use topics::events::DomainEvent;
 use topics::{Broadcast, Command, Delivery, Push, ReplyBody, Transform};
 
 /// What a command needs loaded from the store before it can be decided.
@@ -61,6 +62,8 @@ pub struct Decision {
     pub broadcasts: Vec<Announcement>,
     /// Effects to persist.
     pub writes: Vec<Write>,
+    /// Domain events for analytics.
+    pub events: Vec<DomainEvent>,
 }
 
 impl Decision {
@@ -122,6 +125,7 @@ impl Decision {
         Outcome {
             delivery,
             broadcasts,
+            events: self.events.clone(),
         }
     }
 }
@@ -134,4 +138,7 @@ pub struct Outcome {
     pub delivery: Option<Delivery>,
     /// The broadcasts.
     pub broadcasts: Vec<Broadcast>,
+    /// The domain events.
+    #[serde(default)]
+    pub events: Vec<DomainEvent>,
 }

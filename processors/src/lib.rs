@@ -11,12 +11,15 @@
 //!   rules of every topic.
 //! - [`money`]: exact decimal amounts: parsing, validation, formatting.
 //! - [`runner`]: the IO shell: consume, load, decide, persist, emit, commit.
+//! - [`metrics`]: Prometheus metrics of the runner.
 
 pub mod channels;
 pub mod decision;
+pub mod metrics;
 pub mod money;
 pub mod runner;
 
 pub use channels::{decide, needs};
 pub use decision::{Decision, Needs, Outcome, View};
+pub use metrics::ProcessorMetrics;
 pub use runner::{run, RunnerConfig, RunnerError};

@@ -1,20 +1,34 @@
 //! The IO shell around [`decide`](crate::decide): consume, load, decide, persist, emit, commit.
 //!
-//! One command at a time, in log order; the offset is committed only after the effects are
-//! stored and the outcome is on the log, so a crash at any point leads to the command being
-//! processed again, which [`Store::apply`]'s idempotency turns into a re-emit of the stored
-//! outcome (broadcast ids let connectors drop the repeat). Transient failures are retried with
-//! capped backoff, never skipped; an undecodable record is logged, counted and skipped.
+//! The consumption algorithm (one for every log backend):
+//! - One ordered worker per partition, fed by a bounded queue; when a queue is full its
+//!   partition is paused and the records already fetched are held until there is room.
+//! - A command's offset is committed only after its effects are stored and its outcome is on
+//!   the log, so a crash at any point leads to the command being processed again;
+//!   [`Store::apply`]'s idempotency turns that into a re-emit of the stored outcome, and
+//!   broadcast ids let connectors drop the repeat.
+//! - Transient failures (store or log unavailable, a campaign changed by another writer) are
+//!   retried with capped exponential backoff, never skipped.
+//! - A poison command (undecodable, or failing permanently) goes to the dead-letter topic with
+//!   a counter, and consumption moves on.
+//! - Partitions revoked by a rebalance stop at once: queued commands are dropped uncommitted
+//!   (the new owner processes them) and nothing more is committed for them. Campaign writes
+//!   are compare-and-set, so a command still in flight here cannot lose the new owner's
+//!   update.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use store::{Applied, Store, StoreError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use topics::names::{BROADCASTS, COMMANDS, DELIVERIES};
-use topics::{Command, CommandKind, Log, LogError, Record, Subscription};
+use topics::names::{BROADCASTS, COMMANDS, DEAD_LETTERS, DELIVERIES, EVENTS};
+use topics::{Command, CommandKind, Log, LogError, Record, RecordError, Subscription};
 
 use crate::decision::{Outcome, View};
+use crate::metrics::ProcessorMetrics;
 use crate::{decide, needs};
 
 /// Processor runner settings.
@@ -26,6 +40,8 @@ pub struct RunnerConfig {
     pub retry_initial: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// Commands queued per partition before the partition is paused.
+    pub partition_queue: usize,
 }
 
 impl Default for RunnerConfig {
@@ -34,6 +50,7 @@ impl Default for RunnerConfig {
             group: "fawkes-processors".into(),
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
+            partition_queue: 256,
         }
     }
 }
@@ -56,6 +73,10 @@ enum AttemptError {
     Log(#[from] LogError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("a domain event could not be encoded: {0}")]
+    Event(#[from] topics::avro::AvroError),
     #[error("the stored outcome of command {0} could not be read back")]
     BadOutcome(String),
 }
@@ -66,9 +87,25 @@ impl AttemptError {
             AttemptError::Log(LogError::Closed) => false,
             AttemptError::Log(_) => true,
             AttemptError::Store(e) => e.is_retryable(),
-            AttemptError::BadOutcome(_) => false,
+            AttemptError::Record(_) | AttemptError::Event(_) | AttemptError::BadOutcome(_) => false,
         }
     }
+}
+
+/// What the workers share.
+#[derive(Debug)]
+struct Shared {
+    config: RunnerConfig,
+    log: Arc<dyn Log>,
+    store: Arc<dyn Store>,
+    metrics: ProcessorMetrics,
+    shutdown: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Worker {
+    queue: mpsc::Sender<Record>,
+    task: JoinHandle<()>,
 }
 
 /// Consumes commands until `shutdown` fires.
@@ -76,90 +113,205 @@ pub async fn run(
     config: RunnerConfig,
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
+    metrics: ProcessorMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), RunnerError> {
     let mut consumer = log
         .subscribe(COMMANDS, Subscription::Group(config.group.clone()))
         .await?;
     tracing::info!(group = %config.group, "processor runner started");
-    loop {
-        let record = tokio::select! {
-            () = shutdown.cancelled() => break,
-            record = consumer.next() => record?,
-        };
-        if !process_with_retry(&config, &*log, &*store, &record, &shutdown).await? {
-            // Shutting down mid-retry: leave the offset uncommitted, the command is redone.
-            break;
+    let shared = Arc::new(Shared {
+        config,
+        log,
+        store,
+        metrics,
+        shutdown: shutdown.clone(),
+    });
+    // Bounded: at most one completion per queued command is ever outstanding.
+    let (done_tx, mut done_rx) = mpsc::channel::<Record>(1024);
+    let mut workers: HashMap<u32, Worker> = HashMap::new();
+    let mut held: HashMap<u32, VecDeque<Record>> = HashMap::new();
+    let result = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            Some(record) = done_rx.recv() => {
+                if workers.contains_key(&record.partition) {
+                    if let Err(error) = consumer.commit(&record).await {
+                        tracing::warn!(%error, partition = record.partition, "commit failed; the command may be processed again");
+                    }
+                    release_held(&mut *consumer, &workers, &mut held, record.partition)?;
+                }
+            }
+            record = consumer.next() => {
+                let record = match record {
+                    Ok(record) => record,
+                    Err(error) => break Err(error.into()),
+                };
+                for partition in consumer.take_revoked() {
+                    if let Some(worker) = workers.remove(&partition) {
+                        worker.task.abort();
+                        tracing::info!(partition, "partition revoked: dropping its queued commands");
+                    }
+                    held.remove(&partition);
+                }
+                let partition = record.partition;
+                let worker = workers
+                    .entry(partition)
+                    .or_insert_with(|| spawn_worker(shared.clone(), done_tx.clone()));
+                let backlog = held.entry(partition).or_default();
+                if !backlog.is_empty() {
+                    backlog.push_back(record);
+                } else if let Err(mpsc::error::TrySendError::Full(record)) = worker.queue.try_send(record) {
+                    backlog.push_back(record);
+                    consumer.pause(partition)?;
+                }
+            }
         }
-        consumer.commit(&record).await?;
+    };
+    // Let in-flight commands finish (their offsets stay uncommitted and are redone if needed).
+    for (_, worker) in workers {
+        drop(worker.queue);
+        let _ = worker.task.await;
     }
     tracing::info!("processor runner stopped");
-    Ok(())
+    result
+}
+
+/// Moves held records of `partition` into its worker's queue; resumes the partition when
+/// none are left.
+fn release_held(
+    consumer: &mut dyn topics::log::Consumer,
+    workers: &HashMap<u32, Worker>,
+    held: &mut HashMap<u32, VecDeque<Record>>,
+    partition: u32,
+) -> Result<(), LogError> {
+    let (Some(worker), Some(backlog)) = (workers.get(&partition), held.get_mut(&partition)) else {
+        return Ok(());
+    };
+    if backlog.is_empty() {
+        return Ok(());
+    }
+    while let Some(record) = backlog.pop_front() {
+        if let Err(mpsc::error::TrySendError::Full(record)) = worker.queue.try_send(record) {
+            backlog.push_front(record);
+            return Ok(());
+        }
+    }
+    consumer.resume(partition)
+}
+
+fn spawn_worker(shared: Arc<Shared>, done: mpsc::Sender<Record>) -> Worker {
+    let (queue, mut rx) = mpsc::channel::<Record>(shared.config.partition_queue);
+    let task = tokio::spawn(async move {
+        while let Some(record) = rx.recv().await {
+            if !process_with_retry(&shared, &record).await {
+                return; // shutting down mid-retry: leave it uncommitted
+            }
+            if done.send(record).await.is_err() {
+                return;
+            }
+        }
+    });
+    Worker { queue, task }
 }
 
 /// Processes one record, retrying transient failures; false when interrupted by shutdown.
-async fn process_with_retry(
-    config: &RunnerConfig,
-    log: &dyn Log,
-    store: &dyn Store,
-    record: &Record,
-    shutdown: &CancellationToken,
-) -> Result<bool, RunnerError> {
+async fn process_with_retry(shared: &Shared, record: &Record) -> bool {
+    let started = Instant::now();
     let command = match Command::decode(&record.value) {
         Ok(command) => command,
         Err(error) => {
-            tracing::error!(
-                partition = record.partition,
-                offset = record.offset,
-                %error,
-                "skipping an undecodable command"
-            );
-            return Ok(true);
+            dead_letter(shared, record, &error.to_string()).await;
+            return true;
         }
     };
-    let mut delay = config.retry_initial;
+    let mut delay = shared.config.retry_initial;
     loop {
-        match process(log, store, &command).await {
-            Ok(()) => return Ok(true),
+        match process(&*shared.log, &*shared.store, &command).await {
+            Ok(result) => {
+                shared.metrics.commands.with_label_values(&[result]).inc();
+                shared
+                    .metrics
+                    .latency
+                    .observe(started.elapsed().as_secs_f64());
+                return true;
+            }
             Err(error) if error.is_retryable() => {
+                shared.metrics.retries.inc();
                 tracing::warn!(command = %command.id, %error, ?delay, "retrying command");
                 tokio::select! {
-                    () = shutdown.cancelled() => return Ok(false),
+                    () = shared.shutdown.cancelled() => return false,
                     () = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(config.retry_max);
+                delay = (delay * 2).min(shared.config.retry_max);
             }
-            Err(AttemptError::Log(e)) => return Err(e.into()),
-            Err(AttemptError::Store(e)) => return Err(e.into()),
-            Err(error @ AttemptError::BadOutcome(_)) => {
-                tracing::error!(command = %command.id, %error, "skipping command");
-                return Ok(true);
+            Err(error) => {
+                dead_letter(shared, record, &error.to_string()).await;
+                return true;
             }
         }
     }
 }
 
-async fn process(log: &dyn Log, store: &dyn Store, command: &Command) -> Result<(), AttemptError> {
+/// Sends a poison command to the dead-letter topic, retrying until the log takes it.
+async fn dead_letter(shared: &Shared, record: &Record, reason: &str) {
+    tracing::error!(
+        partition = record.partition,
+        offset = record.offset,
+        reason,
+        "sending a command to the dead-letter topic"
+    );
+    shared.metrics.dead_letters.inc();
+    shared
+        .metrics
+        .commands
+        .with_label_values(&["dead_letter"])
+        .inc();
+    let mut delay = shared.config.retry_initial;
+    while let Err(error) = shared
+        .log
+        .append(DEAD_LETTERS, &record.key, record.value.clone())
+        .await
+    {
+        tracing::warn!(%error, "dead-letter topic unavailable; retrying");
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(shared.config.retry_max);
+    }
+}
+
+/// Decides and applies one command; returns how it ended, as the metric label.
+async fn process(
+    log: &dyn Log,
+    store: &dyn Store,
+    command: &Command,
+) -> Result<&'static str, AttemptError> {
     // Joins and leaves never write, so they never have a stored outcome to look up.
     let may_have_written = matches!(command.kind, CommandKind::Event { .. });
     if may_have_written {
         if let Some(stored) = store.outcome(&command.id).await? {
-            return emit(log, &parse_outcome(&command.id, stored)?).await;
+            emit(log, &parse_outcome(&command.id, stored)?).await?;
+            return Ok("replayed");
         }
     }
     let view = load_view(store, command).await?;
     let decision = decide(command, &view);
     let outcome = decision.outcome(command);
-    if !decision.writes.is_empty() {
-        let body = serde_json::to_value(&outcome)
-            .map_err(|_| AttemptError::BadOutcome(command.id.clone()))?;
-        if let Applied::Duplicate(stored) =
-            store.apply(&command.id, &decision.writes, &body).await?
-        {
-            return emit(log, &parse_outcome(&command.id, stored)?).await;
-        }
+    if decision.writes.is_empty() {
+        emit(log, &outcome).await?;
+        return Ok("read_only");
     }
-    emit(log, &outcome).await
+    let body =
+        serde_json::to_value(&outcome).map_err(|_| AttemptError::BadOutcome(command.id.clone()))?;
+    if let Applied::Duplicate(stored) = store.apply(&command.id, &decision.writes, &body).await? {
+        emit(log, &parse_outcome(&command.id, stored)?).await?;
+        return Ok("replayed");
+    }
+    emit(log, &outcome).await?;
+    Ok("applied")
 }
 
 fn parse_outcome(id: &str, stored: serde_json::Value) -> Result<Outcome, AttemptError> {
@@ -194,17 +346,18 @@ async fn free_campaign_id(store: &dyn Store) -> Result<String, AttemptError> {
     }
 }
 
+/// Appends the outcome: the delivery, then broadcasts, then domain events.
 async fn emit(log: &dyn Log, outcome: &Outcome) -> Result<(), AttemptError> {
     if let Some(delivery) = &outcome.delivery {
-        log.append(
-            DELIVERIES,
-            delivery.socket.connector_id.as_bytes(),
-            delivery.encode(),
-        )
-        .await?;
+        let key = delivery.socket.connector_id.as_bytes();
+        log.append(DELIVERIES, key, delivery.encode()?).await?;
     }
     for broadcast in &outcome.broadcasts {
-        log.append(BROADCASTS, broadcast.topic.as_bytes(), broadcast.encode())
+        log.append(BROADCASTS, broadcast.topic.as_bytes(), broadcast.encode()?)
+            .await?;
+    }
+    for event in &outcome.events {
+        log.append(EVENTS, event.campaign_id().as_bytes(), event.encode()?)
             .await?;
     }
     Ok(())

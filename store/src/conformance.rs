@@ -22,6 +22,7 @@ pub fn sample_campaign(id: &str) -> Campaign {
         donation_count: 0,
         milestones_reached: vec![],
         created_at: "2026-01-01T00:00:00Z".into(),
+        version: 0,
     }
 }
 
@@ -43,6 +44,7 @@ pub async fn run_all<S: Store>(store: &S) {
     campaign_round_trip(store, &run).await;
     apply_is_idempotent(store, &run).await;
     sequences_are_unique(store).await;
+    stale_campaign_writes_conflict(store, &run).await;
     concurrent_writers_on_different_campaigns(store, &run).await;
 }
 
@@ -72,6 +74,7 @@ pub async fn campaign_round_trip<S: Store>(store: &S, run: &str) {
         .await
         .expect("read")
         .expect("exists");
+    campaign.version = 1;
     assert_eq!(back, campaign);
     assert_eq!(back.total.to_string(), "1234.50");
     assert_eq!(
@@ -95,6 +98,7 @@ pub async fn apply_is_idempotent<S: Store>(store: &S, run: &str) {
         )
         .await
         .expect("create");
+    campaign.version = 1;
     campaign.total = Decimal::new(1000, 2);
     campaign.donation_count = 1;
     let writes = [
@@ -160,6 +164,7 @@ pub async fn concurrent_writers_on_different_campaigns<S: Store>(store: &S, run:
             async move {
                 let mut campaign = sample_campaign(&id);
                 for n in 1..=10i64 {
+                    campaign.version = (n - 1) as u64;
                     campaign.total = Decimal::new(n * 100, 2);
                     campaign.donation_count = n as u64;
                     let writes = [
@@ -200,13 +205,81 @@ pub async fn shared_between_handles<S: Store>(first: &S, second: &S) {
         )
         .await
         .expect("apply");
+    let mut stored = campaign.clone();
+    stored.version = 1;
     assert_eq!(
         second.campaign(&campaign.id).await.expect("read"),
-        Some(campaign)
+        Some(stored)
     );
     let dup = second
         .apply(&format!("{run}-s1"), &[], &json!({"x": 1}))
         .await
         .expect("apply");
     assert_eq!(dup, Applied::Duplicate(json!({})));
+}
+
+/// A campaign write based on a stale read fails and leaves nothing behind, not even the other
+/// writes of the same command; creating an existing campaign fails the same way.
+pub async fn stale_campaign_writes_conflict<S: Store>(store: &S, run: &str) {
+    let id = format!("{run}-cas");
+    let mut campaign = sample_campaign(&id);
+    store
+        .apply(
+            &format!("{run}-cas-create"),
+            &[Write::PutCampaign(campaign.clone())],
+            &json!({}),
+        )
+        .await
+        .expect("create");
+    let again = store
+        .apply(
+            &format!("{run}-cas-recreate"),
+            &[Write::PutCampaign(campaign.clone())],
+            &json!({}),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(crate::StoreError::Conflict(_))),
+        "{again:?}"
+    );
+
+    let read = store.campaign(&id).await.expect("read").expect("exists");
+    assert_eq!(read.version, 1);
+    let mut first = read.clone();
+    first.total = Decimal::new(500, 2);
+    store
+        .apply(
+            &format!("{run}-cas-a"),
+            &[Write::PutCampaign(first)],
+            &json!({}),
+        )
+        .await
+        .expect("first writer wins");
+    campaign = read;
+    campaign.total = Decimal::new(700, 2);
+    let stale = store
+        .apply(
+            &format!("{run}-cas-b"),
+            &[
+                Write::InsertDonation(donation(&format!("{run}-cas-d"), &id, 700)),
+                Write::PutCampaign(campaign),
+            ],
+            &json!({}),
+        )
+        .await;
+    assert!(matches!(&stale, Err(e) if e.is_retryable()), "{stale:?}");
+    let stored = store.campaign(&id).await.expect("read").expect("exists");
+    assert_eq!((stored.total, stored.version), (Decimal::new(500, 2), 2));
+    assert!(store
+        .donations(&id, 10)
+        .await
+        .expect("donations")
+        .is_empty());
+    assert_eq!(
+        store
+            .outcome(&format!("{run}-cas-b"))
+            .await
+            .expect("outcome"),
+        None
+    );
 }

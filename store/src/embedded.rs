@@ -18,6 +18,7 @@ use crate::{Applied, Campaign, Donation, Store, StoreError, Write};
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS campaigns (
     id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
     body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS donations (
@@ -116,8 +117,23 @@ impl EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
         let id = id.to_owned();
-        self.with_conn(move |conn| read_json(conn, "SELECT body FROM campaigns WHERE id = ?1", &id))
-            .await
+        self.with_conn(move |conn| {
+            let row: Option<(String, i64)> = conn
+                .query_row(
+                    "SELECT body, version FROM campaigns WHERE id = ?1",
+                    [&id],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(body, version)| {
+                let mut campaign: Campaign = serde_json::from_str(&body).map_err(corrupt)?;
+                campaign.version = version.unsigned_abs();
+                Ok(campaign)
+            })
+            .transpose()
+        })
+        .await
     }
 
     async fn donations(
@@ -191,12 +207,24 @@ impl Store for EmbeddedStore {
                 match write {
                     Write::PutCampaign(campaign) => {
                         let body = serde_json::to_string(campaign).map_err(corrupt)?;
-                        tx.execute(
-                            "INSERT INTO campaigns (id, body) VALUES (?1, ?2)
-                             ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-                            params![campaign.id, body],
-                        )
+                        let changed = if campaign.version == 0 {
+                            tx.execute(
+                                "INSERT INTO campaigns (id, version, body) VALUES (?1, 1, ?2)
+                                 ON CONFLICT (id) DO NOTHING",
+                                params![campaign.id, body],
+                            )
+                        } else {
+                            tx.execute(
+                                "UPDATE campaigns SET body = ?2, version = version + 1
+                                 WHERE id = ?1 AND version = ?3",
+                                params![campaign.id, body, campaign.version as i64],
+                            )
+                        }
                         .map_err(unavailable)?;
+                        if changed == 0 {
+                            // Dropping the transaction rolls back the writes before this one.
+                            return Err(StoreError::Conflict(campaign.id.clone()));
+                        }
                     }
                     Write::InsertDonation(donation) => {
                         let body = serde_json::to_string(donation).map_err(corrupt)?;

@@ -28,6 +28,10 @@ pub enum StoreError {
     /// The backend could not be reached or refused the operation; retrying may succeed.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A campaign write named a version that is no longer current (another writer got there
+    /// first); deciding again on fresh state resolves it.
+    #[error("campaign {0} was changed by another writer")]
+    Conflict(String),
     /// Stored data could not be read back; retrying will not help.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -36,14 +40,15 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying the same operation later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict(_))
     }
 }
 
 /// One effect of a decision.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    /// Insert or replace a campaign (totals, goal and milestones included).
+    /// Create (version 0) or replace a campaign (totals, goal and milestones included), only
+    /// if its stored version is still the one given; the stored version then goes up by one.
     PutCampaign(Campaign),
     /// Insert a donation.
     InsertDonation(Donation),
@@ -63,11 +68,14 @@ pub enum Applied {
 ///
 /// Guarantees:
 /// - `apply` is atomic: all writes and the outcome are stored, or none.
+/// - Campaign writes are compare-and-set on the campaign's version: a write based on a stale
+///   read fails with [`StoreError::Conflict`] and changes nothing.
 /// - `apply` is idempotent by command id: a second call with the same id stores nothing and
 ///   returns [`Applied::Duplicate`] with the first outcome.
 /// - Reads after a successful `apply` (from any process sharing the store) see its writes.
 /// - No ordering between different campaigns; writers on one campaign are serialised by the
-///   log (one processor owns a partition), so the store does not lock campaigns.
+///   log (one processor owns a partition); the version check covers the moments when
+///   ownership moves between processors.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The campaign with `id`, if it exists.

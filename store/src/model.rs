@@ -39,6 +39,10 @@ pub struct Campaign {
     pub milestones_reached: Vec<String>,
     /// When it was created (RFC 3339).
     pub created_at: String,
+    /// How many times the row was written; a write must name the version it read (0 for a
+    /// new campaign), so two writers that raced on one campaign cannot lose an update.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// One accepted donation.

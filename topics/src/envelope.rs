@@ -8,39 +8,79 @@
 //!   [`BROADCASTS`](crate::names::BROADCASTS), with per-socket [`Transform`]s the connector
 //!   applies at fan-out time.
 //!
-//! Records are JSON on the embedded log.
+//! Records are Avro (see [`crate::avro`]) on both log backends; the open-ended JSON parts
+//! (payloads, params, responses) travel as JSON text inside the Avro record.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A record could not be decoded from its bytes.
+use crate::avro::{self, AvroError};
+
+/// A record could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
-#[error("the {kind} record could not be decoded: {source}")]
-pub struct DecodeError {
+#[error("the {kind} record could not be {action}: {reason}")]
+pub struct RecordError {
     kind: &'static str,
-    #[source]
-    source: serde_json::Error,
+    action: &'static str,
+    reason: String,
 }
 
-macro_rules! json_record {
-    ($ty:ty, $kind:literal) => {
-        impl $ty {
-            /// Encodes this record for the log.
-            pub fn encode(&self) -> Bytes {
-                // Serializing these plain structs cannot fail: every map key is a string.
-                Bytes::from(serde_json::to_vec(self).unwrap_or_default())
-            }
-
-            /// Decodes a record read from the log.
-            pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-                serde_json::from_slice(bytes).map_err(|source| DecodeError {
-                    kind: $kind,
-                    source,
-                })
-            }
+impl RecordError {
+    fn decode(kind: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            kind,
+            action: "decoded",
+            reason: reason.to_string(),
         }
-    };
+    }
+
+    fn encode(kind: &'static str, error: AvroError) -> Self {
+        Self {
+            kind,
+            action: "encoded",
+            reason: error.to_string(),
+        }
+    }
+}
+
+fn json_text(value: &Value) -> String {
+    value.to_string()
+}
+
+fn parse_json(kind: &'static str, text: &str) -> Result<Value, RecordError> {
+    serde_json::from_str(text).map_err(|e| RecordError::decode(kind, e))
+}
+
+/// [`SocketRef`] as written in Avro (`long` socket id).
+#[derive(Serialize, Deserialize)]
+struct SocketWire {
+    connector_id: String,
+    socket_id: i64,
+    join_ref: Option<String>,
+    msg_ref: Option<String>,
+}
+
+impl From<&SocketRef> for SocketWire {
+    fn from(s: &SocketRef) -> Self {
+        Self {
+            connector_id: s.connector_id.clone(),
+            socket_id: i64::try_from(s.socket_id).unwrap_or(i64::MAX),
+            join_ref: s.join_ref.clone(),
+            msg_ref: s.msg_ref.clone(),
+        }
+    }
+}
+
+impl From<SocketWire> for SocketRef {
+    fn from(s: SocketWire) -> Self {
+        Self {
+            connector_id: s.connector_id,
+            socket_id: s.socket_id.unsigned_abs(),
+            join_ref: s.join_ref,
+            msg_ref: s.msg_ref,
+        }
+    }
 }
 
 /// Who the socket belongs to, as verified by the connector from the JWT at connect.
@@ -113,7 +153,62 @@ pub enum CommandKind {
     Leave,
 }
 
-json_record!(Command, "command");
+#[derive(Serialize, Deserialize)]
+struct CommandWire {
+    id: String,
+    topic: String,
+    socket: SocketWire,
+    claims: Claims,
+    kind: String,
+    event: Option<String>,
+    payload_json: String,
+    received_at: String,
+}
+
+impl Command {
+    /// Encodes this command for the log.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        let (kind, event, payload) = match &self.kind {
+            CommandKind::Join { params } => ("JOIN", None, json_text(params)),
+            CommandKind::Event { event, payload } => {
+                ("EVENT", Some(event.clone()), json_text(payload))
+            }
+            CommandKind::Leave => ("LEAVE", None, "null".to_owned()),
+        };
+        let wire = CommandWire {
+            id: self.id.clone(),
+            topic: self.topic.clone(),
+            socket: SocketWire::from(&self.socket),
+            claims: self.claims.clone(),
+            kind: kind.to_owned(),
+            event,
+            payload_json: payload,
+            received_at: self.received_at.clone(),
+        };
+        avro::encode("Command", &wire).map_err(|e| RecordError::encode("command", e))
+    }
+
+    /// Decodes a command read from the log.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let wire: CommandWire =
+            avro::decode("Command", bytes).map_err(|e| RecordError::decode("command", e))?;
+        let payload = parse_json("command", &wire.payload_json)?;
+        let kind = match (wire.kind.as_str(), wire.event) {
+            ("JOIN", _) => CommandKind::Join { params: payload },
+            ("EVENT", Some(event)) => CommandKind::Event { event, payload },
+            ("LEAVE", _) => CommandKind::Leave,
+            (other, _) => return Err(RecordError::decode("command", format!("bad kind {other}"))),
+        };
+        Ok(Self {
+            id: wire.id,
+            topic: wire.topic,
+            socket: wire.socket.into(),
+            claims: wire.claims,
+            kind,
+            received_at: wire.received_at,
+        })
+    }
+}
 
 /// The reply part of a [`Delivery`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,7 +242,77 @@ pub struct Delivery {
     pub pushes: Vec<Push>,
 }
 
-json_record!(Delivery, "delivery");
+#[derive(Serialize, Deserialize)]
+struct ReplyWire {
+    status: String,
+    response_json: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PushWire {
+    event: String,
+    payload_json: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeliveryWire {
+    socket: SocketWire,
+    topic: String,
+    reply: Option<ReplyWire>,
+    pushes: Vec<PushWire>,
+}
+
+impl Delivery {
+    /// Encodes this delivery for the log.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        let wire = DeliveryWire {
+            socket: SocketWire::from(&self.socket),
+            topic: self.topic.clone(),
+            reply: self.reply.as_ref().map(|r| ReplyWire {
+                status: r.status.clone(),
+                response_json: json_text(&r.response),
+            }),
+            pushes: self
+                .pushes
+                .iter()
+                .map(|p| PushWire {
+                    event: p.event.clone(),
+                    payload_json: json_text(&p.payload),
+                })
+                .collect(),
+        };
+        avro::encode("Delivery", &wire).map_err(|e| RecordError::encode("delivery", e))
+    }
+
+    /// Decodes a delivery read from the log.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let wire: DeliveryWire =
+            avro::decode("Delivery", bytes).map_err(|e| RecordError::decode("delivery", e))?;
+        let reply = match wire.reply {
+            Some(r) => Some(ReplyBody {
+                status: r.status,
+                response: parse_json("delivery", &r.response_json)?,
+            }),
+            None => None,
+        };
+        let pushes = wire
+            .pushes
+            .into_iter()
+            .map(|p| {
+                Ok(Push {
+                    event: p.event,
+                    payload: parse_json("delivery", &p.payload_json)?,
+                })
+            })
+            .collect::<Result<_, RecordError>>()?;
+        Ok(Self {
+            socket: wire.socket.into(),
+            topic: wire.topic,
+            reply,
+            pushes,
+        })
+    }
+}
 
 /// Who may see a field that a [`Transform`] hides from everybody else.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,7 +395,44 @@ pub struct Broadcast {
     pub transforms: Vec<Transform>,
 }
 
-json_record!(Broadcast, "broadcast");
+#[derive(Serialize, Deserialize)]
+struct BroadcastWire {
+    id: String,
+    topic: String,
+    event: String,
+    payload_json: String,
+    transforms_json: String,
+}
+
+impl Broadcast {
+    /// Encodes this broadcast for the log.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        let transforms = serde_json::to_string(&self.transforms)
+            .map_err(|e| RecordError::encode("broadcast", AvroError::Avro(e.to_string())))?;
+        let wire = BroadcastWire {
+            id: self.id.clone(),
+            topic: self.topic.clone(),
+            event: self.event.clone(),
+            payload_json: json_text(&self.payload),
+            transforms_json: transforms,
+        };
+        avro::encode("Broadcast", &wire).map_err(|e| RecordError::encode("broadcast", e))
+    }
+
+    /// Decodes a broadcast read from the log.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let wire: BroadcastWire =
+            avro::decode("Broadcast", bytes).map_err(|e| RecordError::decode("broadcast", e))?;
+        Ok(Self {
+            id: wire.id,
+            topic: wire.topic,
+            event: wire.event,
+            payload: parse_json("broadcast", &wire.payload_json)?,
+            transforms: serde_json::from_str(&wire.transforms_json)
+                .map_err(|e| RecordError::decode("broadcast", e))?,
+        })
+    }
+}
 
 impl Broadcast {
     /// Which transforms apply to a socket with `claims`, as a bit set (bit i = transform i).
@@ -306,7 +508,10 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let b = redacting();
-        assert_eq!(Broadcast::decode(&b.encode()).expect("decodes"), b);
+        assert_eq!(
+            Broadcast::decode(&b.encode().expect("encodes")).expect("decodes"),
+            b
+        );
         let c = Command {
             id: "x".into(),
             topic: "t".into(),
@@ -323,7 +528,7 @@ mod tests {
             },
             received_at: "2026-01-01T00:00:00Z".into(),
         };
-        let back = Command::decode(&c.encode()).expect("decodes");
+        let back = Command::decode(&c.encode().expect("encodes")).expect("decodes");
         assert_eq!(back, c);
         assert!(Command::decode(b"{").is_err());
     }

@@ -7,15 +7,19 @@
 //! - [`names`]: the log topics, their partition counts and what is keyed by what.
 //! - [`envelope`]: the records carried on those topics (commands, deliveries, broadcasts).
 //! - [`routes`]: which channel topics exist at all (`donations:campaign:<id>`, ...).
-//! - [`log`]: the log interface and its embedded, file-backed backend.
+//! - [`avro`]: Avro single-object encoding with schema evolution (`topics/schemas/`).
+//! - [`events`]: domain events for analytics.
+//! - [`log`]: the log interface and its backends: embedded (file-backed) and Kafka.
 
+pub mod avro;
 pub mod envelope;
+pub mod events;
 pub mod log;
 pub mod names;
 pub mod routes;
 
 pub use envelope::{
-    Audience, Broadcast, Claims, Command, CommandKind, Delivery, Push, ReplyBody, SocketRef,
-    Transform,
+    Audience, Broadcast, Claims, Command, CommandKind, Delivery, Push, RecordError, ReplyBody,
+    SocketRef, Transform,
 };
 pub use log::{Log, LogError, Record, StartAt, Subscription};

@@ -32,8 +32,21 @@ pub const BROADCASTS: TopicSpec = TopicSpec {
     partitions: 8,
 };
 
+/// Domain events for analytics (Avro), keyed by campaign id.
+pub const EVENTS: TopicSpec = TopicSpec {
+    name: "fawkes.events",
+    partitions: 8,
+};
+
+/// Commands that could not be processed (undecodable or permanently failing), keyed like
+/// the command topic; inspected by operators, never consumed automatically.
+pub const DEAD_LETTERS: TopicSpec = TopicSpec {
+    name: "fawkes.commands.dead",
+    partitions: 1,
+};
+
 /// Every topic Fawkes uses.
-pub const ALL: [TopicSpec; 3] = [COMMANDS, DELIVERIES, BROADCASTS];
+pub const ALL: [TopicSpec; 5] = [COMMANDS, DELIVERIES, BROADCASTS, EVENTS, DEAD_LETTERS];
 
 /// The partition a key maps to: FNV-1a over the key bytes, modulo the partition count.
 ///

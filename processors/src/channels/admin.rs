@@ -3,6 +3,8 @@
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use store::{Campaign, Visibility, Write};
+use topics::events::{CampaignCreated, DomainEvent};
+use topics::Command;
 
 use super::campaign::{campaign_json, LOBBY};
 use crate::decision::{Announcement, Decision, View};
@@ -11,9 +13,9 @@ use crate::money::parse_amount;
 const MAX_NAME: usize = 200;
 
 /// Channel events on an admin topic.
-pub fn handle_in(event: &str, payload: &Value, view: &View) -> Decision {
+pub fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
     match event {
-        "create_campaign" => create_campaign(payload, view),
+        "create_campaign" => create_campaign(payload, command, view),
         _ => Decision::refuse("unknown event"),
     }
 }
@@ -34,7 +36,7 @@ fn user_ids(value: Option<&Value>) -> Result<Vec<String>, String> {
     }
 }
 
-fn create_campaign(payload: &Value, view: &View) -> Decision {
+fn create_campaign(payload: &Value, command: &Command, view: &View) -> Decision {
     let mut errors = Map::new();
     let mut fail = |field: &str, message: String| {
         errors.insert(field.to_owned(), json!([message]));
@@ -103,9 +105,20 @@ fn create_campaign(payload: &Value, view: &View) -> Decision {
         donation_count: 0,
         milestones_reached: Vec::new(),
         created_at: view.now.clone(),
+        version: 0,
     };
     let body = campaign_json(&campaign);
+    let created = CampaignCreated {
+        command_id: command.id.clone(),
+        campaign_id: campaign.id.clone(),
+        name: campaign.name.clone(),
+        goal: body["goal"].as_str().unwrap_or_default().to_owned(),
+        currency: campaign.currency.clone(),
+        visibility: body["visibility"].as_str().unwrap_or_default().to_owned(),
+        created_at: campaign.created_at.clone(),
+    };
     Decision {
+        events: vec![DomainEvent::CampaignCreated(created)],
         broadcasts: vec![Announcement::new(
             LOBBY,
             "campaign_created",

@@ -3,6 +3,7 @@
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use store::{Campaign, Donation, Visibility, Write};
+use topics::events::{DomainEvent, DonationCreated, GoalUpdated, MilestoneReached};
 use topics::{Audience, Claims, Command, Transform};
 
 use crate::decision::{Announcement, Decision, View};
@@ -70,7 +71,7 @@ pub fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -
     };
     match event {
         "new_donation" => new_donation(payload, command, campaign, view),
-        "update_goal" => update_goal(payload, &command.claims, campaign),
+        "update_goal" => update_goal(payload, command, campaign, view),
         _ => Decision::refuse("unknown event"),
     }
 }
@@ -163,6 +164,16 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
             },
         }],
     }];
+    let mut events = vec![DomainEvent::DonationCreated(DonationCreated {
+        command_id: command.id.clone(),
+        donation_id: donation.id.clone(),
+        campaign_id: campaign.id.clone(),
+        amount: format_money(donation.amount),
+        currency: donation.currency.clone(),
+        new_total: format_money(updated.total),
+        inserted_at: donation.inserted_at.clone(),
+        user_id: donation.user_id.clone(),
+    })];
     for milestone in crossed {
         let payload = json!({ "campaign_id": campaign.id, "milestone": milestone });
         broadcasts.push(Announcement::new(
@@ -171,6 +182,14 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
             payload.clone(),
         ));
         broadcasts.push(Announcement::new(LOBBY, "milestone_reached", payload));
+        events.push(DomainEvent::MilestoneReached(MilestoneReached {
+            command_id: command.id.clone(),
+            campaign_id: campaign.id.clone(),
+            milestone: i32::try_from(milestone).unwrap_or(i32::MAX),
+            goal: format_money(campaign.goal),
+            total: format_money(updated.total),
+            reached_at: view.now.clone(),
+        }));
     }
     Decision {
         broadcasts,
@@ -178,6 +197,7 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
             Write::PutCampaign(updated),
             Write::InsertDonation(donation.clone()),
         ],
+        events,
         ..Decision::ok(json!({ "donation_id": donation.id }))
     }
 }
@@ -202,7 +222,8 @@ fn crossed_milestones(before: Decimal, after: Decimal, campaign: &Campaign) -> V
         .collect()
 }
 
-fn update_goal(payload: &Value, claims: &Claims, campaign: &Campaign) -> Decision {
+fn update_goal(payload: &Value, command: &Command, campaign: &Campaign, view: &View) -> Decision {
+    let claims = &command.claims;
     if !(is_organizer(campaign, claims) || claims.has_role("admin")) {
         return Decision::refuse("unauthorized");
     }
@@ -219,6 +240,14 @@ fn update_goal(payload: &Value, claims: &Claims, campaign: &Campaign) -> Decisio
             json!({ "new_goal": format_money(new_goal) }),
         )],
         writes: vec![Write::PutCampaign(updated.clone())],
+        events: vec![DomainEvent::GoalUpdated(GoalUpdated {
+            command_id: command.id.clone(),
+            campaign_id: campaign.id.clone(),
+            old_goal: format_money(campaign.goal),
+            new_goal: format_money(new_goal),
+            updated_by: claims.user_id.clone(),
+            updated_at: view.now.clone(),
+        })],
         ..Decision::ok(json!({ "campaign": campaign_json(&updated) }))
     }
 }
@@ -365,6 +394,18 @@ mod tests {
             .filter(|b| b.event == "milestone_reached")
             .map(|b| (b.topic.clone(), b.payload["milestone"].clone()))
             .collect();
+        assert_eq!(
+            d.events
+                .iter()
+                .map(|e| match e {
+                    DomainEvent::DonationCreated(_) => 0,
+                    DomainEvent::MilestoneReached(m) => m.milestone,
+                    _ => -1,
+                })
+                .collect::<Vec<_>>(),
+            vec![0, 25, 50],
+            "a DonationCreated then one MilestoneReached per threshold"
+        );
         assert_eq!(
             milestones,
             vec![

@@ -45,7 +45,7 @@ pub fn decide(command: &Command, view: &View) -> Decision {
         CommandKind::Leave => Decision::default(),
         CommandKind::Event { event, payload } => match route {
             Route::Campaign(_) => campaign::handle_in(event, payload, command, view),
-            Route::Admin(_) => admin::handle_in(event, payload, view),
+            Route::Admin(_) => admin::handle_in(event, payload, command, view),
             Route::Zakat(_) => zakat::handle_in(event, payload),
             _ => Decision::refuse("unknown event"),
         },

@@ -116,3 +116,36 @@ pub(crate) async fn group_resumes_after_commit<L: Log>(log: &L) {
     expected.sort();
     assert_eq!(replayed, expected);
 }
+
+/// A paused partition is skipped until resumed; other partitions keep flowing.
+pub(crate) async fn pause_and_resume<L: Log>(log: &L) {
+    let spec = TopicSpec {
+        name: "pausing",
+        partitions: 2,
+    };
+    // Find keys for partitions 0 and 1.
+    let key_for = |p: u32| {
+        (0..100)
+            .map(|i| format!("k{i}"))
+            .find(|k| crate::names::partition_for(k.as_bytes(), 2) == p)
+            .expect("a key per partition")
+    };
+    let (k0, k1) = (key_for(0), key_for(1));
+    let mut consumer = log
+        .subscribe(spec, Subscription::Group("pauser".into()))
+        .await
+        .expect("subscribe");
+    consumer.pause(0).expect("pause");
+    log.append(spec, k0.as_bytes(), Bytes::from_static(b"zero"))
+        .await
+        .expect("append");
+    log.append(spec, k1.as_bytes(), Bytes::from_static(b"one"))
+        .await
+        .expect("append");
+    assert_eq!(next_value(&mut consumer).await.2, "one");
+    let nothing = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+    assert!(nothing.is_err(), "a paused partition yields nothing");
+    consumer.resume(0).expect("resume");
+    assert_eq!(next_value(&mut consumer).await.2, "zero");
+    assert!(consumer.take_revoked().is_empty());
+}

@@ -115,4 +115,15 @@ pub trait Consumer: Send + std::fmt::Debug {
     /// Marks `record` and everything before it in its partition as processed (group consumers;
     /// a no-op for partition consumers).
     async fn commit(&mut self, record: &Record) -> Result<(), LogError>;
+
+    /// Stops fetching `partition` until [`resume`](Consumer::resume); records already fetched
+    /// may still be returned.
+    fn pause(&mut self, partition: u32) -> Result<(), LogError>;
+
+    /// Fetches `partition` again.
+    fn resume(&mut self, partition: u32) -> Result<(), LogError>;
+
+    /// Partitions this group member lost since the last call (a rebalance gave them to another
+    /// member). Their uncommitted records must not be processed or committed any further.
+    fn take_revoked(&mut self) -> Vec<u32>;
 }
