@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use connector::JwtSecret;
+use connector::{ConnectorConfig, JwtSecret};
+use topics::log::kafka::KafkaConfig;
 
 /// The secret `fawkes dev` uses when none is configured. Never for production.
 pub const DEV_JWT_SECRET: &str = "fawkes-development-secret-do-not-use-in-production";
@@ -27,23 +28,24 @@ pub struct Cli {
 pub enum Command {
     /// All-in-one: connector and processors on the embedded log and store.
     Dev(DevArgs),
+    /// A connector: sockets and fan-out, on Kafka (scale out: run several).
+    Connector(ConnectorArgs),
+    /// A processor: decides commands from Kafka (scale out: run several).
+    Processor(ProcessorArgs),
+    /// Provision or inspect the Kafka topics.
+    Topics(TopicsArgs),
     /// Mint a development JWT.
     Token(TokenArgs),
 }
 
-/// Settings of `fawkes dev`.
+/// Socket-serving settings, shared by `dev` and `connector`.
 #[derive(Debug, Clone, Args)]
-pub struct DevArgs {
+pub struct SocketArgs {
     /// Address to listen on (use port 0 for any free port).
     #[arg(long, env = "FAWKES_LISTEN", default_value = "127.0.0.1:4000")]
     pub listen: SocketAddr,
-    /// Directory for the embedded log and store.
-    #[arg(long, env = "FAWKES_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-    /// Do not create the demo campaigns.
-    #[arg(long, env = "FAWKES_NO_SEED")]
-    pub no_seed: bool,
-    /// HS256 secret for socket and API tokens; a development secret is used when absent.
+    /// HS256 secret for socket and API tokens; `dev` uses a development secret when absent,
+    /// `connector` refuses to start.
     #[arg(long, env = "FAWKES_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Seconds without any client frame before a socket is closed.
@@ -60,8 +62,8 @@ pub struct DevArgs {
     pub outbound_queue: usize,
 }
 
-impl DevArgs {
-    /// Every problem with these settings, so all can be fixed at once.
+impl SocketArgs {
+    /// Every problem with these settings.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.idle_timeout_secs == 0 {
@@ -79,18 +81,149 @@ impl DevArgs {
         problems
     }
 
+    /// The connector settings these arguments describe.
+    pub fn connector_config(&self, connector_id: String, secret: JwtSecret) -> ConnectorConfig {
+        let mut config = ConnectorConfig::new(connector_id, secret);
+        config.idle_timeout = Duration::from_secs(self.idle_timeout_secs);
+        config.max_frame_bytes = self.max_frame_bytes;
+        config.outbound_queue = self.outbound_queue;
+        config.channel_rate_limit = self.channel_rate_limit;
+        config
+    }
+}
+
+/// Settings of `fawkes dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Socket settings.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Directory for the embedded log and store.
+    #[arg(long, env = "FAWKES_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Do not create the demo campaigns.
+    #[arg(long, env = "FAWKES_NO_SEED")]
+    pub no_seed: bool,
+}
+
+impl DevArgs {
+    /// Every problem with these settings, so all can be fixed at once.
+    pub fn problems(&self) -> Vec<String> {
+        self.socket.problems()
+    }
+
     /// The JWT secret, and whether it is the development default.
     pub fn secret(&self) -> (JwtSecret, bool) {
-        match &self.jwt_secret {
+        match &self.socket.jwt_secret {
             Some(secret) => (JwtSecret::new(secret.clone()), false),
             None => (JwtSecret::new(DEV_JWT_SECRET), true),
         }
     }
+}
 
-    /// The idle timeout.
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout_secs)
+/// Kafka settings, shared by `connector`, `processor` and `topics`.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, `host:port[,host:port...]`.
+    #[arg(long = "kafka-brokers", env = "FAWKES_KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// `fetch.wait.max.ms`: how long a fetch waits for data. Low, because some brokers only
+    /// answer when it runs out.
+    #[arg(
+        long = "kafka-fetch-wait-max-ms",
+        env = "FAWKES_KAFKA_FETCH_WAIT_MAX_MS",
+        default_value_t = 5
+    )]
+    pub fetch_wait_max_ms: u32,
+    /// `session.timeout.ms` of processors in their consumer group.
+    #[arg(
+        long = "kafka-session-timeout-ms",
+        env = "FAWKES_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub session_timeout_ms: u32,
+}
+
+impl KafkaArgs {
+    /// The Kafka configuration, or the problem that prevents one.
+    pub fn config(&self, client_id: &str) -> Result<KafkaConfig, String> {
+        match self.brokers.as_deref().map(str::trim) {
+            None | Some("") => {
+                Err("FAWKES_KAFKA_BROKERS is required (host:port of the Kafka brokers)".to_owned())
+            }
+            Some(brokers) => {
+                let mut config = KafkaConfig::new(brokers);
+                config.client_id = client_id.to_owned();
+                config.fetch_wait_max_ms = self.fetch_wait_max_ms;
+                config.session_timeout_ms = self.session_timeout_ms;
+                Ok(config)
+            }
+        }
     }
+}
+
+/// Settings of `fawkes connector`.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectorArgs {
+    /// Socket settings.
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// This connector's id (deliveries are keyed by it); unique per process. Generated when
+    /// absent.
+    #[arg(long, env = "FAWKES_CONNECTOR_ID")]
+    pub connector_id: Option<String>,
+}
+
+/// Settings of `fawkes processor`.
+#[derive(Debug, Clone, Args)]
+pub struct ProcessorArgs {
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Directory of the embedded store, shared by the processors of one machine.
+    #[arg(long, env = "FAWKES_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address of the `/metrics` and `/healthz` endpoint (port 0: any free port).
+    #[arg(long, env = "FAWKES_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+    /// Consumer group of the processors.
+    #[arg(
+        long,
+        env = "FAWKES_PROCESSOR_GROUP",
+        default_value = "fawkes-processors"
+    )]
+    pub group: String,
+    /// Commands queued per partition before the partition is paused.
+    #[arg(long, env = "FAWKES_PARTITION_QUEUE", default_value_t = 256)]
+    pub partition_queue: usize,
+    /// Do not create the demo campaigns.
+    #[arg(long, env = "FAWKES_NO_SEED")]
+    pub no_seed: bool,
+}
+
+/// Settings of `fawkes topics`.
+#[derive(Debug, Clone, Args)]
+pub struct TopicsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: TopicsAction,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// `fawkes topics` actions.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum TopicsAction {
+    /// Create every Fawkes topic with its partitions and settings (existing ones are kept).
+    Create,
+    /// List the topics on the cluster.
+    List,
+    /// Print the topic definitions as JSON (the manifest in infra/topics.json).
+    Manifest,
 }
 
 /// Settings of `fawkes token`.

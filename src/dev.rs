@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use connector::{ConnectorConfig, Metrics};
+use connector::Metrics;
 use processors::{ProcessorMetrics, RunnerConfig};
 use store::{EmbeddedStore, Store};
 use tokio::net::TcpListener;
@@ -35,24 +35,10 @@ pub async fn run(
         EmbeddedLog::open(args.data_dir.join("log"))
             .with_context(|| format!("cannot open the log in {}", args.data_dir.display()))?,
     );
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&args.data_dir)
-            .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?,
-    );
-    if !args.no_seed {
-        let created = crate::seed::seed(&*store)
-            .await
-            .context("cannot seed demo data")?;
-        if created > 0 {
-            tracing::info!(created, "seeded demo campaigns");
-        }
-    }
-
-    let mut config = ConnectorConfig::new(format!("dev-{}", uuid_like()), secret);
-    config.idle_timeout = args.idle_timeout();
-    config.max_frame_bytes = args.max_frame_bytes;
-    config.outbound_queue = args.outbound_queue;
-    config.channel_rate_limit = args.channel_rate_limit;
+    let store = open_store(&args.data_dir, !args.no_seed).await?;
+    let config = args
+        .socket
+        .connector_config(crate::unique_id("dev"), secret);
 
     let processors_stop = CancellationToken::new();
     let registry = prometheus::Registry::new();
@@ -72,11 +58,19 @@ pub async fn run(
     Ok(())
 }
 
-/// A process-unique suffix for the connector id.
-fn uuid_like() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_millis()
-    )
+/// Opens the embedded store in `data_dir`, seeding the demo campaigns when asked.
+pub async fn open_store(data_dir: &std::path::Path, seed: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(data_dir)
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?,
+    );
+    if seed {
+        let created = crate::seed::seed(&*store)
+            .await
+            .context("cannot seed demo data")?;
+        if created > 0 {
+            tracing::info!(created, "seeded demo campaigns");
+        }
+    }
+    Ok(store)
 }

@@ -14,29 +14,47 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Some(Command::Token(args)) => {
-            println!("{}", fawkes::token::mint(&args)?);
-            Ok(())
-        }
-        Some(Command::Dev(args)) => serve(args),
-        None => serve(cli.dev),
-    }
-}
-
-fn serve(args: fawkes::cli::DevArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let addr = listener.local_addr()?;
-        // Tests and scripts read this line to find the port.
-        println!("fawkes listening on http://{addr}");
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        fawkes::dev::run(args, listener, shutdown).await
+        match cli.command {
+            Some(Command::Token(args)) => {
+                println!("{}", fawkes::token::mint(&args)?);
+                Ok(())
+            }
+            Some(Command::Topics(args)) => fawkes::distributed::topics(args).await,
+            Some(Command::Dev(args)) => {
+                let (listener, shutdown) = bind(args.socket.listen).await?;
+                fawkes::dev::run(args, listener, shutdown).await
+            }
+            None => {
+                let (listener, shutdown) = bind(cli.dev.socket.listen).await?;
+                fawkes::dev::run(cli.dev, listener, shutdown).await
+            }
+            Some(Command::Connector(args)) => {
+                let (listener, shutdown) = bind(args.socket.listen).await?;
+                fawkes::distributed::connector(args, listener, shutdown).await
+            }
+            Some(Command::Processor(args)) => {
+                let (listener, shutdown) = bind(args.metrics_listen).await?;
+                fawkes::distributed::processor(args, listener, shutdown).await
+            }
+        }
     })
+}
+
+/// Binds `addr`, announces it on stdout and arms the shutdown signal handlers.
+async fn bind(
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, CancellationToken)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    // Tests and scripts read this line to find the port.
+    println!("fawkes listening on http://{local}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    Ok((listener, shutdown))
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

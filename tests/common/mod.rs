@@ -55,7 +55,7 @@ impl TestServer {
         let Some(fawkes::cli::Command::Dev(args)) = cli.command else {
             panic!("dev args")
         };
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(args.socket.listen)
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");

@@ -12,30 +12,53 @@ pub struct TopicSpec {
     pub name: &'static str,
     /// Number of partitions; records are spread over them by key.
     pub partitions: u32,
+    /// How long records are kept, in milliseconds (Kafka `retention.ms`).
+    pub retention_ms: i64,
 }
+
+impl TopicSpec {
+    /// The Kafka topic settings this definition implies.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("retention.ms", self.retention_ms.to_string()),
+            ("cleanup.policy", "delete".to_owned()),
+        ]
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Client commands (join, channel events, leave), keyed by channel topic.
 pub const COMMANDS: TopicSpec = TopicSpec {
     name: "fawkes.commands",
     partitions: 8,
+    // Long enough to replay after an outage of the processors.
+    retention_ms: 7 * DAY_MS,
 };
 
 /// Replies and direct pushes for one socket, keyed by connector id.
 pub const DELIVERIES: TopicSpec = TopicSpec {
     name: "fawkes.deliveries",
     partitions: 8,
+    // Replies are useless once the client's 10 s push timeout has passed.
+    retention_ms: HOUR_MS,
 };
 
 /// Broadcasts for every subscriber of a channel topic on every connector, keyed by channel topic.
 pub const BROADCASTS: TopicSpec = TopicSpec {
     name: "fawkes.broadcasts",
     partitions: 8,
+    // Connectors read from the live end; history is for debugging only.
+    retention_ms: HOUR_MS,
 };
 
 /// Domain events for analytics (Avro), keyed by campaign id.
 pub const EVENTS: TopicSpec = TopicSpec {
     name: "fawkes.events",
     partitions: 8,
+    // Analytics may reprocess a month.
+    retention_ms: 30 * DAY_MS,
 };
 
 /// Commands that could not be processed (undecodable or permanently failing), keyed like
@@ -43,6 +66,7 @@ pub const EVENTS: TopicSpec = TopicSpec {
 pub const DEAD_LETTERS: TopicSpec = TopicSpec {
     name: "fawkes.commands.dead",
     partitions: 1,
+    retention_ms: 30 * DAY_MS,
 };
 
 /// Every topic Fawkes uses.
@@ -61,9 +85,37 @@ pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
     hash % partitions.max(1)
 }
 
+/// The topic definitions as the JSON manifest kept in `infra/topics.json`.
+pub fn manifest() -> serde_json::Value {
+    let topics: Vec<serde_json::Value> = ALL
+        .iter()
+        .map(|t| {
+            let settings: serde_json::Map<String, serde_json::Value> = t
+                .settings()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+                .collect();
+            serde_json::json!({"name": t.name, "partitions": t.partitions, "settings": settings})
+        })
+        .collect();
+    serde_json::json!({ "topics": topics })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_infra_manifest_matches_the_definitions() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/topics.json");
+        let text = std::fs::read_to_string(path).expect("infra/topics.json exists");
+        let written: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(
+            written,
+            manifest(),
+            "infra/topics.json is stale: regenerate it with `fawkes topics manifest > infra/topics.json`"
+        );
+    }
 
     #[test]
     fn partitioning_is_stable_and_in_range() {

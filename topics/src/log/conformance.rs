@@ -10,6 +10,7 @@ use crate::names::TopicSpec;
 const TOPIC: TopicSpec = TopicSpec {
     name: "conformance",
     partitions: 4,
+    retention_ms: 3_600_000,
 };
 
 async fn next_value(consumer: &mut Box<dyn super::Consumer>) -> (u32, u64, String) {
@@ -122,6 +123,7 @@ pub(crate) async fn pause_and_resume<L: Log>(log: &L) {
     let spec = TopicSpec {
         name: "pausing",
         partitions: 2,
+        retention_ms: 3_600_000,
     };
     // Find keys for partitions 0 and 1.
     let key_for = |p: u32| {

@@ -511,6 +511,7 @@ mod tests {
         let spec = TopicSpec {
             name: "t",
             partitions: 1,
+            retention_ms: 3_600_000,
         };
         {
             let log = EmbeddedLog::open(dir.path()).expect("open");

@@ -11,8 +11,10 @@
 //!
 //! Layout:
 //! - [`embedded`]: the in-process backend, durable in the data directory.
+//! - [`kafka`]: Kafka (any Kafka-protocol broker) through rdkafka.
 
 pub mod embedded;
+pub mod kafka;
 
 #[cfg(test)]
 mod conformance;
@@ -45,6 +47,9 @@ pub enum LogError {
         /// The partition asked for.
         partition: u32,
     },
+    /// Kafka refused or failed an operation.
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// The log was shut down.
     #[error("the log is closed")]
     Closed,

@@ -1,0 +1,151 @@
+//! `fawkes connector`, `fawkes processor` and `fawkes topics`: the processes of a distributed
+//! deployment on Kafka.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::routing::get;
+use axum::Router;
+use connector::{JwtSecret, Metrics};
+use processors::{ProcessorMetrics, RunnerConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use topics::log::kafka::{Created, KafkaLog};
+use topics::names::{manifest, ALL};
+use topics::Log;
+
+use crate::cli::{ConnectorArgs, ProcessorArgs, TopicsAction, TopicsArgs};
+
+fn bail_on(problems: Vec<String>) -> anyhow::Result<()> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
+    }
+}
+
+/// Runs a connector on Kafka until `shutdown` fires.
+pub async fn connector(
+    args: ConnectorArgs,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let connector_id = args
+        .connector_id
+        .clone()
+        .unwrap_or_else(|| crate::unique_id("connector"));
+    let mut problems = args.socket.problems();
+    if args.socket.jwt_secret.is_none() {
+        problems.push(
+            "FAWKES_JWT_SECRET is required: a connector never runs with the development secret"
+                .to_owned(),
+        );
+    }
+    let kafka = args.kafka.config(&connector_id);
+    if let Err(problem) = &kafka {
+        problems.push(problem.clone());
+    }
+    bail_on(problems)?;
+    let kafka = kafka.map_err(anyhow::Error::msg)?;
+    let secret = JwtSecret::new(args.socket.jwt_secret.clone().unwrap_or_default());
+    let log: Arc<dyn Log> =
+        Arc::new(KafkaLog::connect(kafka).context("cannot set up the Kafka client")?);
+    let config = args.socket.connector_config(connector_id, secret);
+    let metrics = Metrics::new(prometheus::Registry::new());
+    connector::run(config, listener, log, metrics, shutdown)
+        .await
+        .context("the connector failed")
+}
+
+/// Runs a processor on Kafka until `shutdown` fires, serving `/metrics` on `metrics_listener`.
+pub async fn processor(
+    args: ProcessorArgs,
+    metrics_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    if args.partition_queue == 0 {
+        problems.push("FAWKES_PARTITION_QUEUE must be at least 1".to_owned());
+    }
+    let kafka = args.kafka.config(&crate::unique_id("processor"));
+    if let Err(problem) = &kafka {
+        problems.push(problem.clone());
+    }
+    bail_on(problems)?;
+    let kafka = kafka.map_err(anyhow::Error::msg)?;
+    let log: Arc<dyn Log> =
+        Arc::new(KafkaLog::connect(kafka).context("cannot set up the Kafka client")?);
+    let store = crate::dev::open_store(&args.data_dir, !args.no_seed).await?;
+
+    let registry = prometheus::Registry::new();
+    let metrics = ProcessorMetrics::new(&registry);
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut out = Vec::new();
+                    let _ = prometheus::Encoder::encode(
+                        &prometheus::TextEncoder::new(),
+                        &registry.gather(),
+                        &mut out,
+                    );
+                    String::from_utf8(out).unwrap_or_default()
+                }
+            }),
+        );
+    let metrics_shutdown = shutdown.clone();
+    let metrics_server = tokio::spawn(async move {
+        axum::serve(metrics_listener, app)
+            .with_graceful_shutdown(metrics_shutdown.cancelled_owned())
+            .await
+    });
+    let config = RunnerConfig {
+        group: args.group.clone(),
+        partition_queue: args.partition_queue,
+        ..RunnerConfig::default()
+    };
+    let ran = processors::run(config, log, store, metrics, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = metrics_server.await;
+    ran.context("the processor failed")
+}
+
+/// `fawkes topics create|list|manifest`.
+pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
+    if let TopicsAction::Manifest = args.action {
+        println!("{}", serde_json::to_string_pretty(&manifest())?);
+        return Ok(());
+    }
+    let kafka = args
+        .kafka
+        .config("fawkes-topics")
+        .map_err(anyhow::Error::msg)?;
+    let log = KafkaLog::connect(kafka).context("cannot set up the Kafka client")?;
+    match args.action {
+        TopicsAction::Create => {
+            for (name, created) in log
+                .create_topics(&ALL)
+                .await
+                .context("cannot create topics")?
+            {
+                let what = match created {
+                    Created::Created => "created",
+                    Created::Existed => "exists",
+                };
+                println!("{name}\t{what}");
+            }
+        }
+        TopicsAction::List => {
+            let mut topics = log.list_topics().await.context("cannot list topics")?;
+            topics.sort();
+            for (name, partitions) in topics {
+                println!("{name}\t{partitions} partitions");
+            }
+        }
+        TopicsAction::Manifest => {}
+    }
+    Ok(())
+}

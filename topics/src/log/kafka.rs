@@ -1,0 +1,350 @@
+//! The Kafka backend of the log (rdkafka, librdkafka 2.12 bundled).
+//!
+//! Fawkes picks partitions itself ([`partition_for`]) rather than leaving it to the
+//! producer's partitioner, so the embedded and Kafka backends agree on where a key lives and a
+//! connector knows which partition carries its deliveries.
+//!
+//! `fetch.wait.max.ms` is part of the configuration and low by default: some Kafka-protocol
+//! brokers (Tansu) answer a waiting fetch only when it runs out, so librdkafka's 500 ms
+//! default would add half a second to every round trip.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{Consumer, Log, LogError, Record, StartAt, Subscription};
+use crate::names::{partition_for, TopicSpec};
+
+/// Connection settings for Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// `client.id` prefix, for the broker's logs.
+    pub client_id: String,
+    /// `fetch.wait.max.ms`: how long a fetch waits for data (milliseconds).
+    pub fetch_wait_max_ms: u32,
+    /// `session.timeout.ms` of group members (milliseconds).
+    pub session_timeout_ms: u32,
+    /// `linger.ms` of the producer (milliseconds).
+    pub linger_ms: u32,
+    /// How long an append may wait for the broker's acknowledgement.
+    pub produce_timeout: Duration,
+}
+
+impl KafkaConfig {
+    /// Defaults tuned for low latency, for `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            client_id: "fawkes".into(),
+            fetch_wait_max_ms: 5,
+            session_timeout_ms: 10_000,
+            linger_ms: 1,
+            produce_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id)
+            .set("log_level", "3");
+        config
+    }
+}
+
+fn kafka(error: KafkaError) -> LogError {
+    LogError::Kafka(error.to_string())
+}
+
+/// The Kafka-backed log.
+#[derive(Clone)]
+pub struct KafkaLog {
+    config: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for KafkaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLog")
+            .field("brokers", &self.config.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of creating one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The topic was created.
+    Created,
+    /// It existed already.
+    Existed,
+}
+
+impl KafkaLog {
+    /// Creates the producer (no broker round trip happens until the first call).
+    pub fn connect(config: KafkaConfig) -> Result<Self, LogError> {
+        let producer: FutureProducer = config
+            .base()
+            .set("acks", "all")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set(
+                "message.timeout.ms",
+                config.produce_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(kafka)?;
+        Ok(Self { config, producer })
+    }
+
+    /// Creates `topics` with their partitions and settings; existing topics are left alone.
+    pub async fn create_topics(
+        &self,
+        topics: &[TopicSpec],
+    ) -> Result<Vec<(String, Created)>, LogError> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.config.base().create().map_err(kafka)?;
+        let settings: Vec<Vec<(&str, String)>> = topics.iter().map(TopicSpec::settings).collect();
+        let new_topics: Vec<NewTopic<'_>> = topics
+            .iter()
+            .zip(&settings)
+            .map(|(spec, settings)| {
+                let partitions = i32::try_from(spec.partitions).unwrap_or(i32::MAX);
+                settings.iter().fold(
+                    NewTopic::new(spec.name, partitions, TopicReplication::Fixed(-1)),
+                    |topic, (key, value)| topic.set(key, value),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(kafka)?;
+        results
+            .into_iter()
+            .map(|result| match result {
+                Ok(name) => Ok((name, Created::Created)),
+                Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    Ok((name, Created::Existed))
+                }
+                Err((name, code)) => Err(LogError::Kafka(format!(
+                    "cannot create topic {name}: {code}"
+                ))),
+            })
+            .collect()
+    }
+
+    /// Topics on the cluster and their partition counts.
+    pub async fn list_topics(&self) -> Result<Vec<(String, usize)>, LogError> {
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = config.base().create().map_err(kafka)?;
+            let metadata = consumer
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map_err(kafka)?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .map(|t| (t.name().to_owned(), t.partitions().len()))
+                .collect())
+        })
+        .await
+        .map_err(|_| LogError::Closed)?
+    }
+}
+
+#[async_trait]
+impl Log for KafkaLog {
+    async fn append(
+        &self,
+        topic: TopicSpec,
+        key: &[u8],
+        value: Bytes,
+    ) -> Result<(u32, u64), LogError> {
+        let partition = partition_for(key, topic.partitions);
+        let record = FutureRecord::to(topic.name)
+            .key(key)
+            .payload(value.as_ref())
+            .partition(i32::try_from(partition).unwrap_or(0));
+        let delivery = self
+            .producer
+            .send(record, self.config.produce_timeout)
+            .await
+            .map_err(|(error, _)| kafka(error))?;
+        Ok((
+            delivery.partition.unsigned_abs(),
+            delivery.offset.unsigned_abs(),
+        ))
+    }
+
+    async fn subscribe(
+        &self,
+        topic: TopicSpec,
+        subscription: Subscription,
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        let revoked = Arc::new(Mutex::new(Vec::new()));
+        let context = RebalanceContext {
+            topic: topic.name,
+            revoked: revoked.clone(),
+        };
+        let mut config = self.config.base();
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "fetch.wait.max.ms",
+                self.config.fetch_wait_max_ms.to_string(),
+            )
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout_ms.to_string(),
+            )
+            .set("auto.offset.reset", "earliest");
+        let consumer: StreamConsumer<RebalanceContext> = match &subscription {
+            Subscription::Group(group) => {
+                let consumer: StreamConsumer<RebalanceContext> = config
+                    .set("group.id", group)
+                    .create_with_context(context)
+                    .map_err(kafka)?;
+                consumer.subscribe(&[topic.name]).map_err(kafka)?;
+                consumer
+            }
+            Subscription::Partitions { partitions, start } => {
+                // A private group id: partition readers never commit and never rebalance.
+                let group = format!("{}-reader-{}", self.config.client_id, std::process::id());
+                let consumer: StreamConsumer<RebalanceContext> = config
+                    .set("group.id", group)
+                    .create_with_context(context)
+                    .map_err(kafka)?;
+                let offset = match start {
+                    StartAt::Earliest => Offset::Beginning,
+                    StartAt::Latest => Offset::End,
+                };
+                let mut assignment = TopicPartitionList::new();
+                for p in partitions {
+                    assignment
+                        .add_partition_offset(topic.name, i32::try_from(*p).unwrap_or(0), offset)
+                        .map_err(kafka)?;
+                }
+                consumer.assign(&assignment).map_err(kafka)?;
+                consumer
+            }
+        };
+        Ok(Box::new(KafkaConsumer {
+            topic: topic.name,
+            consumer,
+            revoked,
+        }))
+    }
+}
+
+/// Records partitions taken away by a rebalance, for [`Consumer::take_revoked`].
+struct RebalanceContext {
+    topic: &'static str,
+    revoked: Arc<Mutex<Vec<u32>>>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+            for element in partitions.elements_for_topic(self.topic) {
+                revoked.push(element.partition().unsigned_abs());
+            }
+            tracing::info!(
+                topic = self.topic,
+                count = partitions.count(),
+                "partitions revoked"
+            );
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(
+                topic = self.topic,
+                count = partitions.count(),
+                "partitions assigned"
+            );
+        }
+    }
+}
+
+/// A Kafka consumer of one topic.
+struct KafkaConsumer {
+    topic: &'static str,
+    consumer: StreamConsumer<RebalanceContext>,
+    revoked: Arc<Mutex<Vec<u32>>>,
+}
+
+impl std::fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaConsumer {
+    fn one(&self, partition: u32, offset: Offset) -> Result<TopicPartitionList, LogError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(self.topic, i32::try_from(partition).unwrap_or(0), offset)
+            .map_err(kafka)?;
+        Ok(list)
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn next(&mut self) -> Result<Record, LogError> {
+        let message = self.consumer.recv().await.map_err(kafka)?;
+        Ok(Record {
+            partition: message.partition().unsigned_abs(),
+            offset: message.offset().unsigned_abs(),
+            key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
+            value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        })
+    }
+
+    async fn commit(&mut self, record: &Record) -> Result<(), LogError> {
+        let next = i64::try_from(record.offset + 1).unwrap_or(i64::MAX);
+        let list = self.one(record.partition, Offset::Offset(next))?;
+        // Async: the commit is sent in the background; a lost commit only means the command
+        // is processed again, which is idempotent.
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(kafka)
+    }
+
+    fn pause(&mut self, partition: u32) -> Result<(), LogError> {
+        let list = self.one(partition, Offset::Invalid)?;
+        self.consumer.pause(&list).map_err(kafka)
+    }
+
+    fn resume(&mut self, partition: u32) -> Result<(), LogError> {
+        let list = self.one(partition, Offset::Invalid)?;
+        self.consumer.resume(&list).map_err(kafka)
+    }
+
+    fn take_revoked(&mut self) -> Vec<u32> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
