@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod kafka;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -141,6 +142,14 @@ impl Client {
             None => "vsn=2.0.0".to_owned(),
         };
         match Self::try_connect(&server.url(&query), None).await {
+            Connect::Open(c) => *c,
+            Connect::Refused(status) => panic!("connect refused with {status}"),
+        }
+    }
+
+    /// Connects to a full socket URL, panicking if refused.
+    pub async fn connect_url(url: &str) -> Self {
+        match Self::try_connect(url, None).await {
             Connect::Open(c) => *c,
             Connect::Refused(status) => panic!("connect refused with {status}"),
         }

@@ -6,20 +6,31 @@ use std::time::Duration;
 
 use super::{Client, Connect, SECRET};
 
-/// A `fawkes dev` child process on port 0.
+/// A `fawkes` server child process (dev, connector or processor) on port 0.
 pub struct Process {
     child: Child,
     pub addr: String,
 }
 
 impl Process {
+    /// `fawkes dev` on `data_dir`, with extra flags.
     pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Self {
+        let dir = data_dir.display().to_string();
+        let mut args = vec!["dev", "--listen", "127.0.0.1:0", "--data-dir", &dir];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, &[])
+    }
+
+    /// `fawkes <args>` with extra environment; waits for its "listening" line.
+    pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fawkes"))
-            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
+            .args(args)
             .env("FAWKES_JWT_SECRET", SECRET)
-            .env("FAWKES_LOG", "warn")
+            .env(
+                "FAWKES_LOG",
+                std::env::var("FAWKES_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,4 +1,5 @@
-//! Behaviour every log backend must show, written once and run per backend.
+//! Behaviour every log backend must show, written once and run per backend: the embedded
+//! log in its unit tests, Kafka in `tests/kafka.rs` against a real broker.
 
 use std::time::Duration;
 
@@ -6,6 +7,9 @@ use bytes::Bytes;
 
 use super::{Log, StartAt, Subscription};
 use crate::names::TopicSpec;
+
+/// The topics the scenarios use; a backend that needs topics created creates these first.
+pub const TOPICS: [TopicSpec; 2] = [TOPIC, PAUSING];
 
 const TOPIC: TopicSpec = TopicSpec {
     name: "conformance",
@@ -26,7 +30,7 @@ async fn next_value(consumer: &mut Box<dyn super::Consumer>) -> (u32, u64, Strin
 }
 
 /// Same key, same partition, append order kept.
-pub(crate) async fn keyed_order<L: Log>(log: &L) {
+pub async fn keyed_order<L: Log>(log: &L) {
     let mut first_partition = None;
     for i in 0..20 {
         let (p, _) = log
@@ -53,7 +57,7 @@ pub(crate) async fn keyed_order<L: Log>(log: &L) {
 }
 
 /// A consumer at the live end sees only later records.
-pub(crate) async fn latest_skips_history<L: Log>(log: &L) {
+pub async fn latest_skips_history<L: Log>(log: &L) {
     log.append(TOPIC, b"k", Bytes::from_static(b"old"))
         .await
         .expect("append");
@@ -74,7 +78,7 @@ pub(crate) async fn latest_skips_history<L: Log>(log: &L) {
 }
 
 /// A group resumes after its last commit and re-reads uncommitted records.
-pub(crate) async fn group_resumes_after_commit<L: Log>(log: &L) {
+pub async fn group_resumes_after_commit<L: Log>(log: &L) {
     for i in 0..6 {
         log.append(
             TOPIC,
@@ -118,13 +122,15 @@ pub(crate) async fn group_resumes_after_commit<L: Log>(log: &L) {
     assert_eq!(replayed, expected);
 }
 
+const PAUSING: TopicSpec = TopicSpec {
+    name: "pausing",
+    partitions: 2,
+    retention_ms: 3_600_000,
+};
+
 /// A paused partition is skipped until resumed; other partitions keep flowing.
-pub(crate) async fn pause_and_resume<L: Log>(log: &L) {
-    let spec = TopicSpec {
-        name: "pausing",
-        partitions: 2,
-        retention_ms: 3_600_000,
-    };
+pub async fn pause_and_resume<L: Log>(log: &L) {
+    let spec = PAUSING;
     // Find keys for partitions 0 and 1.
     let key_for = |p: u32| {
         (0..100)
@@ -137,6 +143,16 @@ pub(crate) async fn pause_and_resume<L: Log>(log: &L) {
         .subscribe(spec, Subscription::Group("pauser".into()))
         .await
         .expect("subscribe");
+    // Read one record from each partition first: a group member can only pause partitions
+    // it has been assigned.
+    for key in [&k0, &k1] {
+        log.append(spec, key.as_bytes(), Bytes::from_static(b"warm-up"))
+            .await
+            .expect("append");
+    }
+    for _ in 0..2 {
+        assert_eq!(next_value(&mut consumer).await.2, "warm-up");
+    }
     consumer.pause(0).expect("pause");
     log.append(spec, k0.as_bytes(), Bytes::from_static(b"zero"))
         .await

@@ -149,6 +149,20 @@ impl KafkaLog {
             .collect()
     }
 
+    /// The offset the next record appended to `partition` of `topic` will get.
+    async fn high_watermark(&self, topic: &'static str, partition: i32) -> Result<i64, LogError> {
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = config.base().create().map_err(kafka)?;
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .map_err(kafka)?;
+            Ok(high)
+        })
+        .await
+        .map_err(|_| LogError::Closed)?
+    }
+
     /// Topics on the cluster and their partition counts.
     pub async fn list_topics(&self) -> Result<Vec<(String, usize)>, LogError> {
         let config = self.config.clone();
@@ -232,14 +246,20 @@ impl Log for KafkaLog {
                     .set("group.id", group)
                     .create_with_context(context)
                     .map_err(kafka)?;
-                let offset = match start {
-                    StartAt::Earliest => Offset::Beginning,
-                    StartAt::Latest => Offset::End,
-                };
                 let mut assignment = TopicPartitionList::new();
                 for p in partitions {
+                    let partition = i32::try_from(*p).unwrap_or(0);
+                    let offset = match start {
+                        StartAt::Earliest => Offset::Beginning,
+                        // Resolve the live end now rather than leaving `Offset::End` to the
+                        // fetcher: a record appended between subscribing and the first fetch
+                        // (a reply to the first command, say) must not be skipped.
+                        StartAt::Latest => {
+                            Offset::Offset(self.high_watermark(topic.name, partition).await?)
+                        }
+                    };
                     assignment
-                        .add_partition_offset(topic.name, i32::try_from(*p).unwrap_or(0), offset)
+                        .add_partition_offset(topic.name, partition, offset)
                         .map_err(kafka)?;
                 }
                 consumer.assign(&assignment).map_err(kafka)?;

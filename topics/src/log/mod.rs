@@ -16,8 +16,8 @@
 pub mod embedded;
 pub mod kafka;
 
-#[cfg(test)]
-mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 use async_trait::async_trait;
 use bytes::Bytes;

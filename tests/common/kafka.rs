@@ -1,0 +1,127 @@
+//! A Tansu broker (a Kafka-protocol broker) on a free loopback port, for tests that need Kafka.
+//!
+//! Tansu comes from `cargo install tansu --locked --features dynostore` (the test command
+//! installs it); `FAWKES_TANSU_BIN` points elsewhere. A test that needs Kafka and cannot start
+//! it fails: it never skips silently.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::process::Process;
+
+/// A running Tansu broker, stopped on drop.
+pub struct Tansu {
+    child: Child,
+    pub brokers: String,
+}
+
+fn tansu_bin() -> String {
+    if let Ok(bin) = std::env::var("FAWKES_TANSU_BIN") {
+        return bin;
+    }
+    let cargo_bin = std::env::var("HOME")
+        .map(|home| format!("{home}/.cargo/bin/tansu"))
+        .unwrap_or_default();
+    if std::path::Path::new(&cargo_bin).exists() {
+        cargo_bin
+    } else {
+        "tansu".to_owned()
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+impl Tansu {
+    /// Starts a broker with memory storage and creates the Fawkes topics on it.
+    pub fn start() -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut child = Command::new(tansu_bin())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start Tansu ({e}); install it with `cargo install tansu --locked --features dynostore`")
+            });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("ready") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("Tansu exited before it was ready"),
+            }
+        }
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let tansu = Self {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+        };
+        let output = Command::new(env!("CARGO_BIN_EXE_fawkes"))
+            .args(["topics", "create"])
+            .env("FAWKES_KAFKA_BROKERS", &tansu.brokers)
+            .output()
+            .expect("run fawkes topics create");
+        assert!(output.status.success(), "topics create failed: {output:?}");
+        tansu
+    }
+
+    /// A processor in its own consumer group `group`, on the store in `data_dir`.
+    pub fn processor(&self, data_dir: &std::path::Path, group: &str) -> Process {
+        let dir = data_dir.display().to_string();
+        Process::spawn(
+            &[
+                "processor",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &dir,
+            ],
+            &[
+                ("FAWKES_KAFKA_BROKERS", &self.brokers),
+                ("FAWKES_PROCESSOR_GROUP", group),
+                ("FAWKES_KAFKA_FETCH_WAIT_MAX_MS", "1"),
+            ],
+        )
+    }
+
+    /// A connector on a free port.
+    pub fn connector(&self, extra: &[&str]) -> Process {
+        let mut args = vec!["connector", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Process::spawn(
+            &args,
+            &[
+                ("FAWKES_KAFKA_BROKERS", &self.brokers),
+                ("FAWKES_KAFKA_FETCH_WAIT_MAX_MS", "1"),
+            ],
+        )
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh consumer group name: Tansu keeps dead members of a group around, so every test
+/// uses its own.
+pub fn fresh_group(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{name}-{nanos}")
+}
+
+/// How long to wait for a distributed round trip in tests.
+pub const PATIENCE: Duration = Duration::from_secs(30);

@@ -1,0 +1,98 @@
+//! Distributed mode on a real Kafka-protocol broker (Tansu): connectors and processors as
+//! separate processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::kafka::{fresh_group, Tansu};
+use common::process::connect;
+use common::token;
+use serde_json::json;
+
+const TOPIC: &str = "donations:campaign:1";
+
+#[tokio::test]
+async fn two_connectors_and_two_processors_share_donations() {
+    let tansu = Tansu::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let group = fresh_group("e2e");
+    let _p1 = tansu.processor(data.path(), &group);
+    let _p2 = tansu.processor(data.path(), &group);
+    let a = tansu.connector(&[]);
+    let b = tansu.connector(&[]);
+
+    let mut donor = connect(&a).await;
+    let (jr, reply) = donor.join(TOPIC, json!({})).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let mut organizer =
+        common::Client::connect_url(&format!("{}&token={}", b.url(), token("1", &[]))).await;
+    let (_, reply) = organizer.join(TOPIC, json!({})).await;
+    assert_eq!(reply["status"], "ok");
+    let state = organizer.event(TOPIC, "campaign_state").await;
+    let before: f64 = state[4]["campaign"]["total"]
+        .as_str()
+        .expect("total")
+        .parse()
+        .expect("number");
+
+    let reply = donor
+        .push(
+            &jr,
+            TOPIC,
+            "new_donation",
+            json!({"amount": "42.50", "donor_name": "Aisha"}),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let seen = organizer.event(TOPIC, "donation_created").await;
+    assert_eq!(seen[4]["donation"]["donor_name"], "Aisha");
+    assert_eq!(seen[4]["new_total"], format!("{:.2}", before + 42.5));
+    // The reply went to the donor on A only: the organizer on B never sees a phx_reply for it.
+    organizer
+        .assert_no_event("phx_reply", Duration::from_millis(500))
+        .await;
+}
+
+mod log_conformance {
+    //! The log conformance suite, run against Kafka (the embedded log runs it in its unit
+    //! tests).
+
+    use super::*;
+    use topics::log::conformance;
+    use topics::log::kafka::{KafkaConfig, KafkaLog};
+
+    async fn kafka_log(tansu: &Tansu) -> KafkaLog {
+        let mut config = KafkaConfig::new(tansu.brokers.clone());
+        config.fetch_wait_max_ms = 1;
+        let log = KafkaLog::connect(config).expect("kafka client");
+        log.create_topics(&conformance::TOPICS)
+            .await
+            .expect("create topics");
+        log
+    }
+
+    #[tokio::test]
+    async fn keyed_order() {
+        let tansu = Tansu::start();
+        conformance::keyed_order(&kafka_log(&tansu).await).await;
+    }
+
+    #[tokio::test]
+    async fn latest_skips_history() {
+        let tansu = Tansu::start();
+        conformance::latest_skips_history(&kafka_log(&tansu).await).await;
+    }
+
+    #[tokio::test]
+    async fn group_resumes_after_commit() {
+        let tansu = Tansu::start();
+        conformance::group_resumes_after_commit(&kafka_log(&tansu).await).await;
+    }
+
+    #[tokio::test]
+    async fn pause_and_resume() {
+        let tansu = Tansu::start();
+        conformance::pause_and_resume(&kafka_log(&tansu).await).await;
+    }
+}
