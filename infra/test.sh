@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# Tansu: the Kafka-protocol broker the distributed tests run against (about 12 minutes to
+# build once; cached in ~/.cargo/bin afterwards).
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v tansu >/dev/null 2>&1; then
+  log "installing Tansu (Kafka-protocol broker for the distributed tests)"
+  cargo install tansu --locked --features dynostore
+fi
+
 log "installing the phoenix.js test client (tests/js, from package-lock.json)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 

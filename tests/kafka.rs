@@ -96,3 +96,79 @@ mod log_conformance {
         conformance::pause_and_resume(&kafka_log(&tansu).await).await;
     }
 }
+
+#[tokio::test]
+async fn killed_processors_resume_and_count_every_donation_once() {
+    let tansu = Tansu::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let group = fresh_group("crash");
+    let mut p1 = tansu.processor(data.path(), &group);
+    let mut p2 = tansu.processor(data.path(), &group);
+    let connector = tansu.connector(&["--channel-rate-limit", "0"]);
+    let mut donor = connect(&connector).await;
+    let (jr, reply) = donor.join(TOPIC, json!({})).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let before = donor.event(TOPIC, "campaign_state").await[4]["campaign"]["donation_count"]
+        .as_u64()
+        .expect("count");
+    let mut watcher = connect(&connector).await;
+    watcher.join(TOPIC, json!({})).await;
+
+    const DONATIONS: usize = 1000;
+    let mut refs = Vec::with_capacity(DONATIONS);
+    let mut acked = 0;
+    for i in 0..DONATIONS {
+        refs.push(
+            donor
+                .send(
+                    Some(&jr),
+                    TOPIC,
+                    "new_donation",
+                    json!({"amount": "1.00", "donor_name": format!("d{i}")}),
+                )
+                .await,
+        );
+        // Kill each processor once while donations stream in (one of them owns the
+        // campaign's partition), restarting it as a supervisor would.
+        if i == 300 || i == 650 {
+            while acked < i - 100 {
+                let reply = donor.reply(&refs[acked]).await;
+                assert_eq!(reply["status"], "ok", "{reply}");
+                acked += 1;
+            }
+            let victim = if i == 300 { &mut p1 } else { &mut p2 };
+            victim.kill_9();
+            *victim = tansu.processor(data.path(), &group);
+        }
+    }
+    // Every donation is answered (the test client waits up to 10 s per frame, phoenix.js's
+    // push timeout), and every answer is ok.
+    while acked < DONATIONS {
+        let reply = donor.reply(&refs[acked]).await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+        acked += 1;
+    }
+    // The watcher sees each donation once, although some were processed twice.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < DONATIONS {
+        let frame = watcher.event(TOPIC, "donation_created").await;
+        let id = frame[4]["donation"]["id"].as_str().expect("id").to_owned();
+        assert!(seen.insert(id.clone()), "donation {id} delivered twice");
+    }
+    watcher
+        .assert_no_event("donation_created", Duration::from_millis(500))
+        .await;
+    let mut check = connect(&connector).await;
+    let (_, reply) = check.join(TOPIC, json!({})).await;
+    assert_eq!(reply["status"], "ok");
+    let campaign = check.event(TOPIC, "campaign_state").await[4]["campaign"].clone();
+    let count = campaign["donation_count"].as_u64().expect("count") - before;
+    assert_eq!(
+        count, DONATIONS as u64,
+        "every donation exactly once: {campaign}"
+    );
+    assert_eq!(
+        campaign["total"],
+        format!("{}.00", before + DONATIONS as u64)
+    );
+}
