@@ -1,9 +1,10 @@
 // Test helpers: start a real `fawkes dev` on port 0 in a temporary data directory, mint
 // tokens the way a host application would (HS256 with the shared secret), and wrap the
 // official phoenix client's callbacks in promises.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,16 +16,16 @@ export const SECRET = "js-test-secret";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.FAWKES_BIN || path.resolve(here, "../../target/debug/fawkes");
 
-export async function startServer() {
-  const dataDir = mkdtempSync(path.join(tmpdir(), "fawkes-js-"));
-  const child = spawn(BIN, ["dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
-    env: { ...process.env, FAWKES_JWT_SECRET: SECRET, FAWKES_LOG: "warn" },
+/** Spawns `fawkes <args>` and resolves once it prints its listening line. */
+export async function startFawkes(args, env = {}) {
+  const child = spawn(BIN, args, {
+    env: { ...process.env, FAWKES_JWT_SECRET: SECRET, FAWKES_LOG: "warn", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const line = await new Promise((resolve, reject) => {
     const rl = createInterface({ input: child.stdout });
     rl.once("line", resolve);
-    child.once("exit", (code) => reject(new Error(`fawkes exited with ${code} before listening`)));
+    child.once("exit", (code) => reject(new Error(`fawkes ${args[0]} exited with ${code} before listening`)));
   });
   const match = /listening on http:\/\/(\S+)/.exec(line);
   if (!match) throw new Error(`unexpected first line: ${line}`);
@@ -33,10 +34,61 @@ export async function startServer() {
     addr,
     url: `ws://${addr}/socket`,
     async stop() {
+      if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once("exit", resolve));
       child.kill("SIGTERM");
       await exited;
+    },
+  };
+}
+
+export async function startServer() {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "fawkes-js-"));
+  const server = await startFawkes(["dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir]);
+  return {
+    ...server,
+    async stop() {
+      await server.stop();
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function tansuBin() {
+  if (process.env.FAWKES_TANSU_BIN) return process.env.FAWKES_TANSU_BIN;
+  const cargoBin = path.join(process.env.HOME || "", ".cargo/bin/tansu");
+  return existsSync(cargoBin) ? cargoBin : "tansu";
+}
+
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Starts a Tansu broker on a free port and creates the Fawkes topics; fails if it cannot. */
+export async function startTansu() {
+  const port = await freePort();
+  const url = `tcp://127.0.0.1:${port}`;
+  const child = spawn(tansuBin(), ["broker", "--listener-url", url, "--advertised-listener-url", url], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  await new Promise((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout });
+    rl.on("line", (line) => line.includes("ready") && resolve());
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`tansu exited with ${code}`)));
+  });
+  const brokers = `127.0.0.1:${port}`;
+  execFileSync(BIN, ["topics", "create"], { env: { ...process.env, FAWKES_KAFKA_BROKERS: brokers } });
+  return {
+    brokers,
+    async stop() {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
     },
   };
 }

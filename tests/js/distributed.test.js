@@ -1,0 +1,62 @@
+// Distributed mode with the official phoenix client: two connectors and two processors on a
+// Kafka-protocol broker (Tansu), as separate processes.
+import { test, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { startTansu, startFawkes, mintToken, connect, closeAll, opened, join, push, collect, sleep } from "./helpers.js";
+
+const CAMPAIGN = "donations:campaign:1";
+let tansu;
+let dataDir;
+const processes = [];
+let connectorA;
+let connectorB;
+
+before(async () => {
+  tansu = await startTansu();
+  dataDir = mkdtempSync(path.join(tmpdir(), "fawkes-js-kafka-"));
+  const group = `js-${Date.now()}`;
+  const kafka = { FAWKES_KAFKA_BROKERS: tansu.brokers, FAWKES_KAFKA_FETCH_WAIT_MAX_MS: "1" };
+  for (let i = 0; i < 2; i++) {
+    processes.push(await startFawkes(
+      ["processor", "--metrics-listen", "127.0.0.1:0", "--data-dir", dataDir],
+      { ...kafka, FAWKES_PROCESSOR_GROUP: group },
+    ));
+  }
+  connectorA = await startFawkes(["connector", "--listen", "127.0.0.1:0"], kafka);
+  connectorB = await startFawkes(["connector", "--listen", "127.0.0.1:0"], kafka);
+  processes.push(connectorA, connectorB);
+});
+
+after(async () => {
+  for (const p of processes) await p.stop();
+  await tansu.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+afterEach(() => closeAll());
+
+test("a donation on connector A reaches a viewer on connector B; the reply stays on A", async () => {
+  const donorSocket = connect(connectorA, { params: { token: mintToken("5") } });
+  const organizerSocket = connect(connectorB, { params: { token: mintToken("1") } });
+  await Promise.all([opened(donorSocket), opened(organizerSocket)]);
+  const donor = await join(donorSocket, CAMPAIGN);
+  assert.equal(donor.status, "ok");
+  const organizer = await join(organizerSocket, CAMPAIGN);
+  assert.equal(organizer.status, "ok");
+
+  const repliesOnB = [];
+  organizerSocket.onMessage((message) => {
+    if (message.event === "phx_reply" && message.topic === CAMPAIGN) repliesOnB.push(message);
+  });
+  const created = collect(organizer.channel, "donation_created");
+  const reply = await push(donor.channel, "new_donation", { amount: "12.34", donor_name: "Aisha" });
+  assert.equal(reply.status, "ok");
+  const seen = await created.next(10_000);
+  assert.equal(seen.donation.donor_name, "Aisha", "the organizer on B sees the name");
+  assert.equal(seen.donation.amount, "12.34");
+  assert.equal(seen.donation.id, reply.response.donation_id);
+  await sleep(300);
+  assert.deepEqual(repliesOnB, [], "B never receives the reply meant for A");
+});
