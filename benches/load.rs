@@ -8,6 +8,10 @@
 //! - donation latency: the donor's acknowledgement, and the time until a second socket
 //!   sees `donation_created`, p50 and p99 over sequential donations.
 //!
+//! - donation throughput: donations per second with 200 in flight from one socket.
+//!
+//! `FAWKES_BENCH_BACKEND=kafka` runs a connector and a processor as separate processes on a
+//! Tansu broker instead of `fawkes dev` (the memory figure is then the connector's).
 //! Sizes come from `FAWKES_BENCH_SOCKETS` (default 2000) and `FAWKES_BENCH_DONATIONS`
 //! (default 500). Figures depend on the machine: report them with it.
 
@@ -16,6 +20,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::kafka::{fresh_group, Tansu};
 use common::process::{connect, Process};
 use common::{Client, Connect};
 use serde_json::json;
@@ -62,11 +67,20 @@ async fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let sockets = env_usize("FAWKES_BENCH_SOCKETS", 2000);
     let donations = env_usize("FAWKES_BENCH_DONATIONS", 500);
+    let backend = std::env::var("FAWKES_BENCH_BACKEND").unwrap_or_else(|_| "embedded".into());
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Process::start(
-        dir.path(),
-        &["--channel-rate-limit", "0", "--outbound-queue", "65536"],
-    );
+    let flags = ["--channel-rate-limit", "0", "--outbound-queue", "65536"];
+    // Kept alive for the whole run in kafka mode.
+    let mut _kafka: Option<(Tansu, Process)> = None;
+    let server = if backend == "kafka" {
+        let tansu = Tansu::start();
+        let processor = tansu.processor(dir.path(), &fresh_group("bench"));
+        let connector = tansu.connector(&flags);
+        _kafka = Some((tansu, processor));
+        connector
+    } else {
+        Process::start(dir.path(), &flags)
+    };
     let pid = server.pid();
     let url = server.url();
     // Warm up: one socket, so the baseline includes the runtime's first allocations.
@@ -124,6 +138,32 @@ async fn main() {
         clients.push(reader.expect("reader task"));
     }
     let fanout = fanout_start.elapsed();
+
+    // Throughput: many donations in flight from one socket.
+    let total = donations * 4;
+    let window = 200;
+    let started = Instant::now();
+    let mut in_flight = std::collections::VecDeque::new();
+    for i in 0..total {
+        in_flight.push_back(
+            donor
+                .send(
+                    Some(&donor_jr),
+                    TOPIC,
+                    "new_donation",
+                    json!({"amount": "1.00", "donor_name": format!("t{i}")}),
+                )
+                .await,
+        );
+        if in_flight.len() >= window {
+            let msg_ref = in_flight.pop_front().unwrap_or_default();
+            assert_eq!(donor.reply(&msg_ref).await["status"], "ok");
+        }
+    }
+    while let Some(msg_ref) = in_flight.pop_front() {
+        assert_eq!(donor.reply(&msg_ref).await["status"], "ok");
+    }
+    let throughput = total as f64 / started.elapsed().as_secs_f64();
     let deliveries = (sockets * donations) as f64 / fanout.as_secs_f64();
     acks.sort();
     seen.sort();
@@ -142,7 +182,9 @@ async fn main() {
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    println!("sockets: {sockets}, donations: {donations} (sequential, one donor)");
+    println!(
+        "backend: {backend}; sockets: {sockets}, donations: {donations} (sequential, one donor)"
+    );
     println!(
         "connection storm: {sockets} connect+join in {:.2?} ({:.0}/s)",
         storm,
@@ -167,6 +209,7 @@ async fn main() {
         percentile(&seen, 0.5),
         percentile(&seen, 0.99)
     );
+    println!("donation throughput: {throughput:.0} donations/s ({total} from one socket, {window} in flight, {sockets} subscribers)");
     drop(clients);
     drop(server);
 }

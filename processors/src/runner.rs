@@ -20,6 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use store::{Applied, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -348,18 +349,20 @@ async fn free_campaign_id(store: &dyn Store) -> Result<String, AttemptError> {
 
 /// Appends the outcome: the delivery, then broadcasts, then domain events.
 async fn emit(log: &dyn Log, outcome: &Outcome) -> Result<(), AttemptError> {
+    let mut records = Vec::with_capacity(1 + outcome.broadcasts.len() + outcome.events.len());
     if let Some(delivery) = &outcome.delivery {
-        let key = delivery.socket.connector_id.as_bytes();
-        log.append(DELIVERIES, key, delivery.encode()?).await?;
+        let key = Bytes::copy_from_slice(delivery.socket.connector_id.as_bytes());
+        records.push((DELIVERIES, key, delivery.encode()?));
     }
     for broadcast in &outcome.broadcasts {
-        log.append(BROADCASTS, broadcast.topic.as_bytes(), broadcast.encode()?)
-            .await?;
+        let key = Bytes::copy_from_slice(broadcast.topic.as_bytes());
+        records.push((BROADCASTS, key, broadcast.encode()?));
     }
     for event in &outcome.events {
-        log.append(EVENTS, event.campaign_id().as_bytes(), event.encode()?)
-            .await?;
+        let key = Bytes::copy_from_slice(event.campaign_id().as_bytes());
+        records.push((EVENTS, key, event.encode()?));
     }
+    log.append_all(records).await?;
     Ok(())
 }
 

@@ -62,6 +62,8 @@ impl KafkaConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.client_id)
+            // Small records must leave at once (Nagle plus delayed ACKs adds tens of ms).
+            .set("socket.nagle.disable", "true")
             .set("log_level", "3");
         config
     }
@@ -101,6 +103,8 @@ impl KafkaLog {
         let producer: FutureProducer = config
             .base()
             .set("acks", "all")
+            // Keeps the order of records per partition across retries.
+            .set("enable.idempotence", "true")
             .set("linger.ms", config.linger_ms.to_string())
             .set(
                 "message.timeout.ms",

@@ -103,6 +103,16 @@ pub trait Log: Send + Sync + std::fmt::Debug + 'static {
         value: Bytes,
     ) -> Result<(u32, u64), LogError>;
 
+    /// Appends several records and returns once all are stored. Records for one partition
+    /// are stored in the order given; backends may send them concurrently, so this costs
+    /// about one round trip instead of one per record.
+    async fn append_all(&self, records: Vec<(TopicSpec, Bytes, Bytes)>) -> Result<(), LogError> {
+        for (topic, key, value) in records {
+            self.append(topic, &key, value).await?;
+        }
+        Ok(())
+    }
+
     /// Starts reading `topic`.
     async fn subscribe(
         &self,
