@@ -22,7 +22,8 @@ async fn two_connectors_and_two_processors_share_donations() {
     let a = tansu.connector(&[]);
     let b = tansu.connector(&[]);
 
-    let mut donor = connect(&a).await;
+    let mut donor =
+        common::Client::connect_url(&format!("{}&token={}", a.url(), token("5", &[]))).await;
     let (jr, reply) = donor.join(TOPIC, json!({})).await;
     assert_eq!(reply["status"], "ok", "{reply}");
     let mut organizer =

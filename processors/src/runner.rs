@@ -438,4 +438,78 @@ mod tests {
         let b2: Broadcast = next(&mut broadcasts, |b| Broadcast::decode(b).ok()).await;
         assert_eq!(b1.id, b2.id, "a re-emitted broadcast keeps its id");
     }
+
+    #[tokio::test]
+    async fn poison_commands_go_to_the_dead_letter_topic_and_consumption_moves_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).expect("log"));
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+        store
+            .apply(
+                "seed",
+                &[Write::PutCampaign(sample_campaign("1"))],
+                &json!({}),
+            )
+            .await
+            .expect("seed");
+        let mut dead = log
+            .subscribe(
+                DEAD_LETTERS,
+                Subscription::Partitions {
+                    partitions: vec![0],
+                    start: StartAt::Earliest,
+                },
+            )
+            .await
+            .expect("subscribe");
+        let mut deliveries = log
+            .subscribe(
+                DELIVERIES,
+                Subscription::Partitions {
+                    partitions: (0..DELIVERIES.partitions).collect(),
+                    start: StartAt::Earliest,
+                },
+            )
+            .await
+            .expect("subscribe");
+        let topic = "donations:campaign:1";
+        log.append(
+            COMMANDS,
+            topic.as_bytes(),
+            Bytes::from_static(b"not a command"),
+        )
+        .await
+        .expect("append");
+        let good = event(
+            topic,
+            claims(None, &[]),
+            "new_donation",
+            json!({"amount": "3", "donor_name": "X"}),
+        );
+        log.append(COMMANDS, topic.as_bytes(), good.encode().expect("encodes"))
+            .await
+            .expect("append");
+
+        let registry = prometheus::Registry::new();
+        let metrics = ProcessorMetrics::new(&registry);
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(run(
+            RunnerConfig::default(),
+            log.clone(),
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let poisoned = tokio::time::timeout(Duration::from_secs(5), dead.next())
+            .await
+            .expect("dead letter in time")
+            .expect("read");
+        assert_eq!(&poisoned.value[..], b"not a command");
+        // The command after it is processed as usual.
+        let delivery: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
+        assert_eq!(delivery.reply.expect("reply").status, "ok");
+        assert_eq!(metrics.dead_letters.get(), 1);
+        shutdown.cancel();
+        runner.await.expect("joins").expect("clean stop");
+    }
 }
