@@ -74,7 +74,7 @@ async fn main() {
     let mut _kafka: Option<(Tansu, Process)> = None;
     let server = if backend == "kafka" {
         let tansu = Tansu::start();
-        let processor = tansu.processor(dir.path(), &fresh_group("bench"));
+        let processor = tansu.processor(dir.path(), &fresh_group("bench"), "bench");
         let connector = tansu.connector(&flags);
         _kafka = Some((tansu, processor));
         connector

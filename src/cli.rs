@@ -196,6 +196,16 @@ pub struct ProcessorArgs {
         default_value = "fawkes-processors"
     )]
     pub group: String,
+    /// Stable identity of this processor in its group (Kafka static membership); a restarted
+    /// processor with the same id takes over its partitions at once. Set it per replica
+    /// (e.g. the pod name of a StatefulSet).
+    #[arg(long, env = "FAWKES_PROCESSOR_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Static assignment: the command partitions this processor owns, e.g. `0-3` or `0,2,4`.
+    /// Each partition needs exactly one owner; a restarted processor resumes its partitions
+    /// at once, with no rebalance. Absent: partitions are shared through the consumer group.
+    #[arg(long, env = "FAWKES_PROCESSOR_PARTITIONS", value_parser = parse_partitions)]
+    pub partitions: Option<Partitions>,
     /// Commands queued per partition before the partition is paused.
     #[arg(long, env = "FAWKES_PARTITION_QUEUE", default_value_t = 256)]
     pub partition_queue: usize,
@@ -246,6 +256,38 @@ pub struct TokenArgs {
     pub jwt_secret: Option<String>,
 }
 
+/// A list of command partitions, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partitions(pub Vec<u32>);
+
+/// Parses a partition list such as `0-3`, `5` or `0,2,4-6`; every partition must exist.
+pub fn parse_partitions(text: &str) -> Result<Partitions, String> {
+    let count = topics::names::COMMANDS.partitions;
+    let mut partitions = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let parse = |n: &str| {
+            n.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("`{part}` is not a partition or range like 0-3"))
+        };
+        let (from, to) = (parse(from)?, parse(to)?);
+        if from > to || to >= count {
+            return Err(format!(
+                "`{part}` is outside the {count} command partitions (0-{})",
+                count - 1
+            ));
+        }
+        partitions.extend(from..=to);
+    }
+    partitions.sort_unstable();
+    partitions.dedup();
+    if partitions.is_empty() {
+        return Err("no partitions given".to_owned());
+    }
+    Ok(Partitions(partitions))
+}
+
 /// Parses a lifetime such as `90s`, `15m`, `1h` or `7d`.
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -278,6 +320,16 @@ mod tests {
         assert_eq!(parse_ttl("30"), Ok(Duration::from_secs(30)));
         assert!(parse_ttl("h").is_err());
         assert!(parse_ttl("5y").is_err());
+    }
+
+    #[test]
+    fn partition_lists() {
+        assert_eq!(parse_partitions("0-3"), Ok(Partitions(vec![0, 1, 2, 3])));
+        assert_eq!(parse_partitions("5, 1,1"), Ok(Partitions(vec![1, 5])));
+        assert!(parse_partitions("3-1").is_err());
+        assert!(parse_partitions("8").is_err());
+        assert!(parse_partitions("x").is_err());
+        assert!(parse_partitions("").is_err());
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub async fn processor(
     let config = RunnerConfig {
         group: args.group.clone(),
         partition_queue: args.partition_queue,
+        partitions: args.partitions.clone().map(|p| p.0),
         ..RunnerConfig::default()
     };
     let ran = processors::run(config, log, store, metrics, shutdown.clone()).await;

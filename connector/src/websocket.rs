@@ -9,7 +9,8 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -105,12 +106,19 @@ async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims)
     app.sessions.insert(socket_id, handle.clone());
     app.metrics.connections.inc();
     app.metrics.connections_accepted.inc();
+    // Reading and writing run apart, so a client that does not read cannot stop the server
+    // from reading it (and both from deadlocking): the writer has its own bounded queue, and
+    // a full queue marks the socket as too slow.
+    let (sink, stream) = socket.split();
+    let (writer, writer_rx) = mpsc::channel(app.config.outbound_queue);
+    let write_task = tokio::spawn(write_frames(sink, writer_rx));
     let mut task = SessionTask {
         app: app.clone(),
         socket_id,
         handle: handle.clone(),
         session: Session::new(vsn, app.config.channel_rate_limit),
-        socket,
+        stream,
+        writer,
     };
     let close = task.run(&mut rx).await;
     let mut actions = Vec::new();
@@ -122,10 +130,48 @@ async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims)
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = task.socket.send(WsMessage::Close(Some(frame))).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, task.writer.send(WsMessage::Close(Some(frame))))
+            .await;
+    }
+    drop(task);
+    // Give the writer a moment to flush the close frame, then let it go.
+    if tokio::time::timeout(CLOSE_GRACE, write_task).await.is_err() {
+        tracing::debug!(socket = socket_id, "writer did not finish in time");
     }
     app.sessions.remove(socket_id);
     app.metrics.connections.dec();
+}
+
+/// How long a closing socket may take to flush its last frames.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Writes queued frames to the socket in batches, one flush per batch, until the queue
+/// closes or a close frame has been written.
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut rx: mpsc::Receiver<WsMessage>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut batch = 0;
+        while let Some(message) = next.take() {
+            let closing = matches!(message, WsMessage::Close(_));
+            if sink.feed(message).await.is_err() {
+                return;
+            }
+            if closing {
+                let _ = sink.flush().await;
+                return;
+            }
+            batch += 1;
+            if batch < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 struct SessionTask {
@@ -133,7 +179,9 @@ struct SessionTask {
     socket_id: u64,
     handle: SessionHandle,
     session: Session,
-    socket: WebSocket,
+    stream: SplitStream<WebSocket>,
+    /// The writer task's queue.
+    writer: mpsc::Sender<WsMessage>,
 }
 
 /// The socket cannot be written to any more.
@@ -147,9 +195,7 @@ impl SessionTask {
         loop {
             tokio::select! {
                 () = self.app.shutdown.cancelled() => {
-                    if self.shutdown_notice().await.is_ok() {
-                        let _ = self.flush().await;
-                    }
+                    let _ = self.shutdown_notice().await;
                     return Some((close_code::RESTART, "server restarting"));
                 }
                 () = self.handle.overflow.cancelled() => {
@@ -159,7 +205,7 @@ impl SessionTask {
                 () = tokio::time::sleep_until(deadline) => {
                     return Some((close_code::GOING_AWAY, "idle timeout"));
                 }
-                incoming = self.socket.recv() => {
+                incoming = self.stream.next() => {
                     deadline = Instant::now() + idle;
                     match incoming {
                         None | Some(Ok(WsMessage::Close(_))) => return None,
@@ -172,7 +218,7 @@ impl SessionTask {
                             return None;
                         }
                         Some(Ok(message)) => {
-                            if self.incoming(message).await.is_err() || self.flush().await.is_err() {
+                            if self.incoming(message).await.is_err() {
                                 return None;
                             }
                         }
@@ -192,9 +238,6 @@ impl SessionTask {
                         if batch < WRITE_BATCH {
                             next = rx.try_recv().ok();
                         }
-                    }
-                    if self.flush().await.is_err() {
-                        return None;
                     }
                 }
             }
@@ -217,10 +260,6 @@ impl SessionTask {
             Outbound::Close(code, reason) => return Ok(Some((code, reason))),
         }
         Ok(None)
-    }
-
-    async fn flush(&mut self) -> Result<(), SocketGone> {
-        self.socket.flush().await.map_err(|_| SocketGone)
     }
 
     async fn incoming(&mut self, message: WsMessage) -> Result<(), SocketGone> {
@@ -257,12 +296,22 @@ impl SessionTask {
         self.execute(actions).await
     }
 
+    /// Queues a frame for the writer; a full queue marks the socket as too slow (the run loop
+    /// then closes it).
+    fn write(&self, message: WsMessage) -> Result<(), SocketGone> {
+        match self.writer.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.handle.overflow.cancel();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SocketGone),
+        }
+    }
+
     async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), SocketGone> {
         self.app.metrics.messages_out.inc();
-        self.socket
-            .feed(WsMessage::Text(text))
-            .await
-            .map_err(|_| SocketGone)
+        self.write(WsMessage::Text(text))
     }
 
     async fn execute(&mut self, actions: Vec<Action>) -> Result<(), SocketGone> {
@@ -271,10 +320,7 @@ impl SessionTask {
                 Action::Send(Frame::Text(text)) => self.send_text(Utf8Bytes::from(text)).await?,
                 Action::Send(Frame::Binary(bytes)) => {
                     self.app.metrics.messages_out.inc();
-                    self.socket
-                        .feed(WsMessage::Binary(bytes))
-                        .await
-                        .map_err(|_| SocketGone)?;
+                    self.write(WsMessage::Binary(bytes))?;
                 }
                 Action::JoinAnswered(status) => {
                     let label = crate::metrics::Metrics::status_label(&status);
@@ -305,22 +351,29 @@ impl SessionTask {
                         kind,
                         received_at: now(),
                     };
-                    // On failure the client's push times out and it retries; nothing was
-                    // half-done.
-                    match command.encode() {
-                        Ok(bytes) => {
-                            if let Err(error) = self
-                                .app
+                    // Commands go out in order without waiting for the broker (the log keeps
+                    // the order of sends); on failure the client's push times out and it
+                    // retries, and nothing was half-done.
+                    let topic = command.topic.clone();
+                    let sent = command
+                        .encode()
+                        .map_err(|e| e.to_string())
+                        .and_then(|bytes| {
+                            let key = bytes::Bytes::copy_from_slice(topic.as_bytes());
+                            self.app
                                 .log
-                                .append(COMMANDS, command.topic.as_bytes(), bytes)
-                                .await
-                            {
-                                tracing::error!(%error, topic = %command.topic, "could not append a command");
-                            }
+                                .send_all(vec![(COMMANDS, key, bytes)])
+                                .map_err(|e| e.to_string())
+                        });
+                    match sent {
+                        Ok(pending) => {
+                            self.app.tracker.spawn(async move {
+                                if let Err(error) = pending.await {
+                                    tracing::error!(%error, %topic, "a command was not stored");
+                                }
+                            });
                         }
-                        Err(error) => {
-                            tracing::error!(%error, topic = %command.topic, "could not encode a command");
-                        }
+                        Err(error) => tracing::error!(%error, %topic, "could not send a command"),
                     }
                 }
             }

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the processors. Every metric is listed in `docs/METRICS.md`.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The processors' metrics.
 #[derive(Debug, Clone)]
@@ -13,6 +13,8 @@ pub struct ProcessorMetrics {
     pub dead_letters: IntCounter,
     /// Time from reading a command to its outcome being on the log.
     pub latency: Histogram,
+    /// Command partitions this processor owns now.
+    pub partitions: IntGauge,
 }
 
 impl ProcessorMetrics {
@@ -44,6 +46,11 @@ impl ProcessorMetrics {
                 ]),
             )
             .unwrap_or_else(|_| unreachable!("valid metric")),
+            partitions: IntGauge::new(
+                "fawkes_partitions_assigned",
+                "Command partitions this processor owns now.",
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric")),
         };
         // Registering fails only for names already in this registry; a process runs one
         // runner per registry.
@@ -51,6 +58,7 @@ impl ProcessorMetrics {
         let _ = registry.register(Box::new(metrics.retries.clone()));
         let _ = registry.register(Box::new(metrics.dead_letters.clone()));
         let _ = registry.register(Box::new(metrics.latency.clone()));
+        let _ = registry.register(Box::new(metrics.partitions.clone()));
         metrics
     }
 }

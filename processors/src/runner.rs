@@ -1,8 +1,10 @@
 //! The IO shell around [`decide`](crate::decide): consume, load, decide, persist, emit, commit.
 //!
 //! The consumption algorithm (one for every log backend):
-//! - One ordered worker per partition, fed by a bounded queue; when a queue is full its
-//!   partition is paused and the records already fetched are held until there is room.
+//! - One ordered worker per partition, fed by a bounded queue; when a queue is full the
+//!   runner stops reading until there is room (commits keep flowing meanwhile), so memory
+//!   stays bounded. (Pausing only the full partition is a planned refinement: librdkafka's
+//!   pause/resume lost records under load in our tests.)
 //! - A command's offset is committed only after its effects are stored and its outcome is on
 //!   the log, so a crash at any point leads to the command being processed again;
 //!   [`Store::apply`]'s idempotency turns that into a re-emit of the stored outcome, and
@@ -16,7 +18,7 @@
 //!   are compare-and-set, so a command still in flight here cannot lose the new owner's
 //!   update.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use store::{Applied, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use topics::log::Pending;
 use topics::names::{BROADCASTS, COMMANDS, DEAD_LETTERS, DELIVERIES, EVENTS};
 use topics::{Command, CommandKind, Log, LogError, Record, RecordError, Subscription};
 
@@ -41,8 +44,11 @@ pub struct RunnerConfig {
     pub retry_initial: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
-    /// Commands queued per partition before the partition is paused.
+    /// Commands queued per partition before the runner stops reading.
     pub partition_queue: usize,
+    /// Static assignment: own exactly these command partitions (positions committed under
+    /// `group`, no group membership). `None`: share the partitions through the consumer group.
+    pub partitions: Option<Vec<u32>>,
 }
 
 impl Default for RunnerConfig {
@@ -52,6 +58,7 @@ impl Default for RunnerConfig {
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
             partition_queue: 256,
+            partitions: None,
         }
     }
 }
@@ -117,9 +124,14 @@ pub async fn run(
     metrics: ProcessorMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), RunnerError> {
-    let mut consumer = log
-        .subscribe(COMMANDS, Subscription::Group(config.group.clone()))
-        .await?;
+    let subscription = match &config.partitions {
+        Some(partitions) => Subscription::Owned {
+            group: config.group.clone(),
+            partitions: partitions.clone(),
+        },
+        None => Subscription::Group(config.group.clone()),
+    };
+    let mut consumer = log.subscribe(COMMANDS, subscription).await?;
     tracing::info!(group = %config.group, "processor runner started");
     let shared = Arc::new(Shared {
         config,
@@ -131,17 +143,19 @@ pub async fn run(
     // Bounded: at most one completion per queued command is ever outstanding.
     let (done_tx, mut done_rx) = mpsc::channel::<Record>(1024);
     let mut workers: HashMap<u32, Worker> = HashMap::new();
-    let mut held: HashMap<u32, VecDeque<Record>> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     let result = loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ok(()),
+            _ = tick.tick() => {
+                shared.metrics.partitions.set(i64::try_from(consumer.assigned()).unwrap_or(i64::MAX));
+            }
             Some(record) = done_rx.recv() => {
                 if workers.contains_key(&record.partition) {
                     if let Err(error) = consumer.commit(&record).await {
                         tracing::warn!(%error, partition = record.partition, "commit failed; the command may be processed again");
                     }
-                    release_held(&mut *consumer, &workers, &mut held, record.partition)?;
                 }
             }
             record = consumer.next() => {
@@ -154,18 +168,30 @@ pub async fn run(
                         worker.task.abort();
                         tracing::info!(partition, "partition revoked: dropping its queued commands");
                     }
-                    held.remove(&partition);
                 }
                 let partition = record.partition;
                 let worker = workers
                     .entry(partition)
                     .or_insert_with(|| spawn_worker(shared.clone(), done_tx.clone()));
-                let backlog = held.entry(partition).or_default();
-                if !backlog.is_empty() {
-                    backlog.push_back(record);
-                } else if let Err(mpsc::error::TrySendError::Full(record)) = worker.queue.try_send(record) {
-                    backlog.push_back(record);
-                    consumer.pause(partition)?;
+                if let Err(mpsc::error::TrySendError::Full(record)) = worker.queue.try_send(record) {
+                    // Backpressure: wait for room, committing what finishes meanwhile.
+                    let queue = worker.queue.clone();
+                    let mut send = std::pin::pin!(queue.send(record));
+                    loop {
+                        tokio::select! {
+                            sent = &mut send => {
+                                if sent.is_err() {
+                                    tracing::warn!(partition, "worker stopped; its command is redone later");
+                                }
+                                break;
+                            }
+                            Some(done) = done_rx.recv() => {
+                                if let Err(error) = consumer.commit(&done).await {
+                                    tracing::warn!(%error, partition = done.partition, "commit failed; the command may be processed again");
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -179,84 +205,85 @@ pub async fn run(
     result
 }
 
-/// Moves held records of `partition` into its worker's queue; resumes the partition when
-/// none are left.
-fn release_held(
-    consumer: &mut dyn topics::log::Consumer,
-    workers: &HashMap<u32, Worker>,
-    held: &mut HashMap<u32, VecDeque<Record>>,
-    partition: u32,
-) -> Result<(), LogError> {
-    let (Some(worker), Some(backlog)) = (workers.get(&partition), held.get_mut(&partition)) else {
-        return Ok(());
-    };
-    if backlog.is_empty() {
-        return Ok(());
-    }
-    while let Some(record) = backlog.pop_front() {
-        if let Err(mpsc::error::TrySendError::Full(record)) = worker.queue.try_send(record) {
-            backlog.push_front(record);
-            return Ok(());
-        }
-    }
-    consumer.resume(partition)
-}
+/// Most commands of one partition whose outputs may be awaiting acknowledgement at once.
+const MAX_IN_FLIGHT: usize = 64;
 
+/// Spawns the worker of one partition: it decides and stores commands one at a time, in
+/// order, and puts their outputs on the log without waiting; a second loop in the same task
+/// waits for the acknowledgements, in order, and only then reports the command done (to be
+/// committed). So the next command is decided while the previous outputs travel.
 fn spawn_worker(shared: Arc<Shared>, done: mpsc::Sender<Record>) -> Worker {
     let (queue, mut rx) = mpsc::channel::<Record>(shared.config.partition_queue);
-    let task = tokio::spawn(async move {
+    let (acks_tx, mut acks_rx) = mpsc::channel::<(Record, Pending)>(MAX_IN_FLIGHT);
+    let acker_shared = shared.clone();
+    let decide_loop = async move {
         while let Some(record) = rx.recv().await {
-            if !process_with_retry(&shared, &record).await {
+            let Some(pending) = process_with_retry(&shared, &record).await else {
                 return; // shutting down mid-retry: leave it uncommitted
+            };
+            if acks_tx.send((record, pending)).await.is_err() {
+                return;
+            }
+        }
+    };
+    let ack_loop = async move {
+        while let Some((record, pending)) = acks_rx.recv().await {
+            let mut pending = pending;
+            // Outputs not acknowledged: redo the command, which re-sends its stored outcome.
+            while let Err(error) = pending.await {
+                tracing::warn!(%error, offset = record.offset, "outputs not acknowledged; sending them again");
+                match process_with_retry(&acker_shared, &record).await {
+                    Some(again) => pending = again,
+                    None => return,
+                }
             }
             if done.send(record).await.is_err() {
                 return;
             }
         }
+    };
+    // One task for both loops, so aborting it (on revoke) stops both.
+    let task = tokio::spawn(async move {
+        tokio::join!(decide_loop, ack_loop);
     });
     Worker { queue, task }
 }
 
-/// Processes one record, retrying transient failures; false when interrupted by shutdown.
-async fn process_with_retry(shared: &Shared, record: &Record) -> bool {
+/// Processes one record, retrying transient failures; its outputs are on their way when this
+/// returns. `None` when interrupted by shutdown.
+async fn process_with_retry(shared: &Shared, record: &Record) -> Option<Pending> {
     let started = Instant::now();
     let command = match Command::decode(&record.value) {
         Ok(command) => command,
-        Err(error) => {
-            dead_letter(shared, record, &error.to_string()).await;
-            return true;
-        }
+        Err(error) => return dead_letter(shared, record, &error.to_string()).await,
     };
     let mut delay = shared.config.retry_initial;
     loop {
         match process(&*shared.log, &*shared.store, &command).await {
-            Ok(result) => {
+            Ok((result, pending)) => {
                 shared.metrics.commands.with_label_values(&[result]).inc();
                 shared
                     .metrics
                     .latency
                     .observe(started.elapsed().as_secs_f64());
-                return true;
+                return Some(pending);
             }
             Err(error) if error.is_retryable() => {
                 shared.metrics.retries.inc();
                 tracing::warn!(command = %command.id, %error, ?delay, "retrying command");
                 tokio::select! {
-                    () = shared.shutdown.cancelled() => return false,
+                    () = shared.shutdown.cancelled() => return None,
                     () = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(shared.config.retry_max);
             }
-            Err(error) => {
-                dead_letter(shared, record, &error.to_string()).await;
-                return true;
-            }
+            Err(error) => return dead_letter(shared, record, &error.to_string()).await,
         }
     }
 }
 
 /// Sends a poison command to the dead-letter topic, retrying until the log takes it.
-async fn dead_letter(shared: &Shared, record: &Record, reason: &str) {
+async fn dead_letter(shared: &Shared, record: &Record, reason: &str) -> Option<Pending> {
     tracing::error!(
         partition = record.partition,
         offset = record.offset,
@@ -277,11 +304,12 @@ async fn dead_letter(shared: &Shared, record: &Record, reason: &str) {
     {
         tracing::warn!(%error, "dead-letter topic unavailable; retrying");
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = shared.shutdown.cancelled() => return None,
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(shared.config.retry_max);
     }
+    Some(Box::pin(std::future::ready(Ok(()))))
 }
 
 /// Decides and applies one command; returns how it ended, as the metric label.
@@ -289,30 +317,26 @@ async fn process(
     log: &dyn Log,
     store: &dyn Store,
     command: &Command,
-) -> Result<&'static str, AttemptError> {
+) -> Result<(&'static str, Pending), AttemptError> {
     // Joins and leaves never write, so they never have a stored outcome to look up.
     let may_have_written = matches!(command.kind, CommandKind::Event { .. });
     if may_have_written {
         if let Some(stored) = store.outcome(&command.id).await? {
-            emit(log, &parse_outcome(&command.id, stored)?).await?;
-            return Ok("replayed");
+            return Ok(("replayed", emit(log, &parse_outcome(&command.id, stored)?)?));
         }
     }
     let view = load_view(store, command).await?;
     let decision = decide(command, &view);
     let outcome = decision.outcome(command);
     if decision.writes.is_empty() {
-        emit(log, &outcome).await?;
-        return Ok("read_only");
+        return Ok(("read_only", emit(log, &outcome)?));
     }
     let body =
         serde_json::to_value(&outcome).map_err(|_| AttemptError::BadOutcome(command.id.clone()))?;
     if let Applied::Duplicate(stored) = store.apply(&command.id, &decision.writes, &body).await? {
-        emit(log, &parse_outcome(&command.id, stored)?).await?;
-        return Ok("replayed");
+        return Ok(("replayed", emit(log, &parse_outcome(&command.id, stored)?)?));
     }
-    emit(log, &outcome).await?;
-    Ok("applied")
+    Ok(("applied", emit(log, &outcome)?))
 }
 
 fn parse_outcome(id: &str, stored: serde_json::Value) -> Result<Outcome, AttemptError> {
@@ -347,8 +371,8 @@ async fn free_campaign_id(store: &dyn Store) -> Result<String, AttemptError> {
     }
 }
 
-/// Appends the outcome: the delivery, then broadcasts, then domain events.
-async fn emit(log: &dyn Log, outcome: &Outcome) -> Result<(), AttemptError> {
+/// Puts the outcome on its way: the delivery, then broadcasts, then domain events.
+fn emit(log: &dyn Log, outcome: &Outcome) -> Result<Pending, AttemptError> {
     let mut records = Vec::with_capacity(1 + outcome.broadcasts.len() + outcome.events.len());
     if let Some(delivery) = &outcome.delivery {
         let key = Bytes::copy_from_slice(delivery.socket.connector_id.as_bytes());
@@ -362,8 +386,7 @@ async fn emit(log: &dyn Log, outcome: &Outcome) -> Result<(), AttemptError> {
         let key = Bytes::copy_from_slice(event.campaign_id().as_bytes());
         records.push((EVENTS, key, event.encode()?));
     }
-    log.append_all(records).await?;
-    Ok(())
+    Ok(log.send_all(records)?)
 }
 
 #[cfg(test)]
@@ -425,8 +448,18 @@ mod tests {
             "new_donation",
             json!({"amount": "10", "donor_name": "Sam"}),
         );
-        process(&*log, &store, &cmd).await.expect("first");
-        process(&*log, &store, &cmd).await.expect("second");
+        process(&*log, &store, &cmd)
+            .await
+            .expect("first")
+            .1
+            .await
+            .expect("sent");
+        process(&*log, &store, &cmd)
+            .await
+            .expect("second")
+            .1
+            .await
+            .expect("sent");
 
         let campaign = store.campaign("1").await.expect("read").expect("exists");
         assert_eq!(campaign.total, rust_decimal::Decimal::new(1000, 2));

@@ -73,8 +73,9 @@ impl Tansu {
         tansu
     }
 
-    /// A processor in its own consumer group `group`, on the store in `data_dir`.
-    pub fn processor(&self, data_dir: &std::path::Path, group: &str) -> Process {
+    /// A processor in consumer group `group`, on the store in `data_dir`, with the stable
+    /// identity `instance` (a restart with the same one takes over its partitions).
+    pub fn processor(&self, data_dir: &std::path::Path, group: &str, instance: &str) -> Process {
         let dir = data_dir.display().to_string();
         Process::spawn(
             &[
@@ -83,6 +84,28 @@ impl Tansu {
                 "127.0.0.1:0",
                 "--data-dir",
                 &dir,
+            ],
+            &[
+                ("FAWKES_KAFKA_BROKERS", &self.brokers),
+                ("FAWKES_PROCESSOR_GROUP", group),
+                ("FAWKES_PROCESSOR_INSTANCE_ID", instance),
+                ("FAWKES_KAFKA_FETCH_WAIT_MAX_MS", "1"),
+            ],
+        )
+    }
+
+    /// A processor owning `partitions` (static assignment, e.g. "0-3") under `group`.
+    pub fn owner(&self, data_dir: &std::path::Path, group: &str, partitions: &str) -> Process {
+        let dir = data_dir.display().to_string();
+        Process::spawn(
+            &[
+                "processor",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &dir,
+                "--partitions",
+                partitions,
             ],
             &[
                 ("FAWKES_KAFKA_BROKERS", &self.brokers),
@@ -125,3 +148,34 @@ pub fn fresh_group(name: &str) -> String {
 
 /// How long to wait for a distributed round trip in tests.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How many command partitions a processor owns, from its `/metrics`.
+pub async fn partitions_of(processor: &Process) -> u64 {
+    let addr = processor.addr.parse().expect("metrics address");
+    let (_, body) = super::http(addr, "GET", "/metrics", None, None).await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("fawkes_partitions_assigned "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `processors` own `total` partitions between them, each at least one: the
+/// group is stable. Tansu never expires a member killed without leaving, so tests that kill
+/// processors wait for this before and after each kill.
+pub async fn wait_for_stable_group(processors: &[&Process], total: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut counts = Vec::new();
+        for p in processors {
+            counts.push(partitions_of(p).await);
+        }
+        if counts.iter().sum::<u64>() == total && counts.iter().all(|c| *c > 0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group did not settle: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

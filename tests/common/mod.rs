@@ -127,6 +127,9 @@ pub struct Client {
     next_ref: u64,
     /// Messages read while waiting for something else.
     backlog: Vec<Value>,
+    /// How long to wait for the next frame (10 s, phoenix.js's push timeout, unless a test
+    /// measures something slower on purpose).
+    pub patience: Duration,
 }
 
 /// How a connection attempt ended.
@@ -167,6 +170,7 @@ impl Client {
                 ws,
                 next_ref: 0,
                 backlog: Vec::new(),
+                patience: Duration::from_secs(10),
             })),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Connect::Refused(response.status().as_u16())
@@ -232,9 +236,9 @@ impl Client {
 
     async fn recv_wire(&mut self) -> Value {
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+            let next = tokio::time::timeout(self.patience, self.ws.next())
                 .await
-                .expect("a frame within 10 s")
+                .unwrap_or_else(|_| panic!("no frame within {:?}", self.patience))
                 .expect("socket open")
                 .expect("frame");
             match next {

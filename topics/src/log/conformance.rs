@@ -128,42 +128,48 @@ const PAUSING: TopicSpec = TopicSpec {
     retention_ms: 3_600_000,
 };
 
-/// A paused partition is skipped until resumed; other partitions keep flowing.
-pub async fn pause_and_resume<L: Log>(log: &L) {
+/// Owned partitions resume after their last commit, under the group name, with no
+/// membership; partitions not owned are not read.
+pub async fn owned_partitions_resume_after_commit<L: Log>(log: &L) {
     let spec = PAUSING;
-    // Find keys for partitions 0 and 1.
-    let key_for = |p: u32| {
-        (0..100)
-            .map(|i| format!("k{i}"))
-            .find(|k| crate::names::partition_for(k.as_bytes(), 2) == p)
-            .expect("a key per partition")
-    };
-    let (k0, k1) = (key_for(0), key_for(1));
-    let mut consumer = log
-        .subscribe(spec, Subscription::Group("pauser".into()))
-        .await
-        .expect("subscribe");
-    // Read one record from each partition first: a group member can only pause partitions
-    // it has been assigned.
-    for key in [&k0, &k1] {
-        log.append(spec, key.as_bytes(), Bytes::from_static(b"warm-up"))
+    let key0 = (0..100)
+        .map(|i| format!("o{i}"))
+        .find(|k| crate::names::partition_for(k.as_bytes(), 2) == 0)
+        .expect("a key for partition 0");
+    let key1 = (0..100)
+        .map(|i| format!("o{i}"))
+        .find(|k| crate::names::partition_for(k.as_bytes(), 2) == 1)
+        .expect("a key for partition 1");
+    for value in ["a", "b", "c"] {
+        log.append(spec, key0.as_bytes(), Bytes::from(value))
             .await
             .expect("append");
     }
-    for _ in 0..2 {
-        assert_eq!(next_value(&mut consumer).await.2, "warm-up");
-    }
-    consumer.pause(0).expect("pause");
-    log.append(spec, k0.as_bytes(), Bytes::from_static(b"zero"))
+    log.append(spec, key1.as_bytes(), Bytes::from_static(b"other"))
         .await
         .expect("append");
-    log.append(spec, k1.as_bytes(), Bytes::from_static(b"one"))
+    let owned = || Subscription::Owned {
+        group: "owner".into(),
+        partitions: vec![0],
+    };
+    let mut consumer = log.subscribe(spec, owned()).await.expect("subscribe");
+    let first = tokio::time::timeout(Duration::from_secs(10), consumer.next())
         .await
-        .expect("append");
-    assert_eq!(next_value(&mut consumer).await.2, "one");
-    let nothing = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
-    assert!(nothing.is_err(), "a paused partition yields nothing");
-    consumer.resume(0).expect("resume");
-    assert_eq!(next_value(&mut consumer).await.2, "zero");
-    assert!(consumer.take_revoked().is_empty());
+        .expect("record")
+        .expect("read");
+    assert_eq!(&first.value[..], b"a");
+    consumer.commit(&first).await.expect("commit");
+    assert_eq!(next_value(&mut consumer).await.2, "b");
+    drop(consumer);
+    // Give an asynchronous commit time to land before resuming.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut again = log.subscribe(spec, owned()).await.expect("subscribe");
+    assert_eq!(
+        next_value(&mut again).await.2,
+        "b",
+        "resumes after the commit"
+    );
+    assert_eq!(next_value(&mut again).await.2, "c");
+    let nothing = tokio::time::timeout(Duration::from_millis(300), again.next()).await;
+    assert!(nothing.is_err(), "partition 1 is not owned");
 }

@@ -24,7 +24,7 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Consumer, Log, LogError, Record, StartAt, Subscription};
+use super::{Consumer, Log, LogError, Pending, Record, StartAt, Subscription};
 use crate::names::{partition_for, TopicSpec};
 
 /// Connection settings for Kafka.
@@ -40,6 +40,10 @@ pub struct KafkaConfig {
     pub session_timeout_ms: u32,
     /// `linger.ms` of the producer (milliseconds).
     pub linger_ms: u32,
+    /// `group.instance.id`: a stable identity for this group member (static membership), so a
+    /// restarted member can take over its predecessor's partitions without waiting for the
+    /// broker to expire the dead member (on brokers that support it).
+    pub group_instance_id: Option<String>,
     /// How long an append may wait for the broker's acknowledgement.
     pub produce_timeout: Duration,
 }
@@ -53,6 +57,7 @@ impl KafkaConfig {
             fetch_wait_max_ms: 5,
             session_timeout_ms: 10_000,
             linger_ms: 1,
+            group_instance_id: None,
             produce_timeout: Duration::from_secs(10),
         }
     }
@@ -65,6 +70,10 @@ impl KafkaConfig {
             // Small records must leave at once (Nagle plus delayed ACKs adds tens of ms).
             .set("socket.nagle.disable", "true")
             .set("log_level", "3");
+        // librdkafka's own debug contexts (e.g. `cgrp,fetch,msg`), for diagnosing a cluster.
+        if let Ok(debug) = std::env::var("FAWKES_KAFKA_DEBUG") {
+            config.set("debug", debug).set("log_level", "7");
+        }
         config
     }
 }
@@ -210,6 +219,39 @@ impl Log for KafkaLog {
         ))
     }
 
+    fn send_all(&self, records: Vec<(TopicSpec, Bytes, Bytes)>) -> Result<Pending, LogError> {
+        // Enqueue now, in order (the idempotent producer keeps that order per partition, also
+        // across calls); the future waits for the acknowledgements.
+        let mut pending = Vec::with_capacity(records.len());
+        let mut rest = records.into_iter();
+        while let Some((topic, key, value)) = rest.next() {
+            let partition = partition_for(&key, topic.partitions);
+            let record = FutureRecord::to(topic.name)
+                .key(key.as_ref())
+                .payload(value.as_ref())
+                .partition(i32::try_from(partition).unwrap_or(0));
+            match self.producer.send_result(record) {
+                Ok(delivery) => pending.push(delivery),
+                Err((error, _)) => {
+                    // The local queue is full: send this and the remaining records with
+                    // backpressure, after the ones already queued.
+                    tracing::debug!(%error, "producer queue busy; sending with backpressure");
+                    let log = self.clone();
+                    let remaining: Vec<_> =
+                        std::iter::once((topic, key, value)).chain(rest).collect();
+                    return Ok(Box::pin(async move {
+                        await_all(pending).await?;
+                        for (topic, key, value) in remaining {
+                            log.append(topic, &key, value).await?;
+                        }
+                        Ok(())
+                    }));
+                }
+            }
+        }
+        Ok(Box::pin(await_all(pending)))
+    }
+
     async fn subscribe(
         &self,
         topic: TopicSpec,
@@ -233,14 +275,51 @@ impl Log for KafkaLog {
                 "session.timeout.ms",
                 self.config.session_timeout_ms.to_string(),
             )
-            .set("auto.offset.reset", "earliest");
+            // Heartbeat well inside the session timeout, or a short timeout expires live members.
+            .set(
+                "heartbeat.interval.ms",
+                (self.config.session_timeout_ms / 3).max(100).to_string(),
+            )
+            // Sent as the rebalance timeout: how long a rebalance waits for members to rejoin.
+            // The runner polls continuously (work happens in other tasks), so it can be short.
+            .set(
+                "max.poll.interval.ms",
+                self.config.session_timeout_ms.max(1000).to_string(),
+            )
+            .set("auto.offset.reset", "earliest")
+            // Fawkes writes no transactions; read_committed would also make offset fetches
+            // wait for "stable" offsets.
+            .set("isolation.level", "read_uncommitted");
         let consumer: StreamConsumer<RebalanceContext> = match &subscription {
             Subscription::Group(group) => {
+                if let Some(instance) = &self.config.group_instance_id {
+                    config.set("group.instance.id", instance);
+                }
                 let consumer: StreamConsumer<RebalanceContext> = config
                     .set("group.id", group)
                     .create_with_context(context)
                     .map_err(kafka)?;
                 consumer.subscribe(&[topic.name]).map_err(kafka)?;
+                consumer
+            }
+            Subscription::Owned { group, partitions } => {
+                // The group id only names where positions are committed: `assign` does not
+                // join the group, so there is no rebalance.
+                let consumer: StreamConsumer<RebalanceContext> = config
+                    .set("group.id", group)
+                    .create_with_context(context)
+                    .map_err(kafka)?;
+                let mut assignment = TopicPartitionList::new();
+                for p in partitions {
+                    assignment
+                        .add_partition_offset(
+                            topic.name,
+                            i32::try_from(*p).unwrap_or(0),
+                            Offset::Stored,
+                        )
+                        .map_err(kafka)?;
+                }
+                consumer.assign(&assignment).map_err(kafka)?;
                 consumer
             }
             Subscription::Partitions { partitions, start } => {
@@ -276,6 +355,16 @@ impl Log for KafkaLog {
             revoked,
         }))
     }
+}
+
+async fn await_all(pending: Vec<rdkafka::producer::DeliveryFuture>) -> Result<(), LogError> {
+    for delivery in pending {
+        delivery
+            .await
+            .map_err(|_| LogError::Closed)?
+            .map_err(|(error, _)| kafka(error))?;
+    }
+    Ok(())
 }
 
 /// Records partitions taken away by a rebalance, for [`Consumer::take_revoked`].
@@ -358,14 +447,11 @@ impl Consumer for KafkaConsumer {
             .map_err(kafka)
     }
 
-    fn pause(&mut self, partition: u32) -> Result<(), LogError> {
-        let list = self.one(partition, Offset::Invalid)?;
-        self.consumer.pause(&list).map_err(kafka)
-    }
-
-    fn resume(&mut self, partition: u32) -> Result<(), LogError> {
-        let list = self.one(partition, Offset::Invalid)?;
-        self.consumer.resume(&list).map_err(kafka)
+    fn assigned(&self) -> usize {
+        self.consumer
+            .assignment()
+            .map(|list| list.count())
+            .unwrap_or_default()
     }
 
     fn take_revoked(&mut self) -> Vec<u32> {

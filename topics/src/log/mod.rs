@@ -70,6 +70,15 @@ pub enum Subscription {
     /// A consumer group: positions are committed and resumed, partitions are shared by the
     /// members (the embedded log has one member per group, which owns every partition).
     Group(String),
+    /// Fixed partitions whose positions are committed and resumed under a group name, without
+    /// group membership (static assignment: a restarted processor resumes its partitions at
+    /// once, with no rebalance to wait for). Each partition must have one owner at a time.
+    Owned {
+        /// The group the positions are committed under.
+        group: String,
+        /// The partitions this consumer owns.
+        partitions: Vec<u32>,
+    },
     /// Fixed partitions, no committed positions (connectors reading deliveries and broadcasts).
     Partitions {
         /// The partitions to read.
@@ -92,6 +101,10 @@ pub struct Record {
     pub value: Bytes,
 }
 
+/// Records on their way to the log; completes once they are all stored.
+pub type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), LogError>> + Send>>;
+
 /// A log backend.
 #[async_trait]
 pub trait Log: Send + Sync + std::fmt::Debug + 'static {
@@ -103,15 +116,11 @@ pub trait Log: Send + Sync + std::fmt::Debug + 'static {
         value: Bytes,
     ) -> Result<(u32, u64), LogError>;
 
-    /// Appends several records and returns once all are stored. Records for one partition
-    /// are stored in the order given; backends may send them concurrently, so this costs
-    /// about one round trip instead of one per record.
-    async fn append_all(&self, records: Vec<(TopicSpec, Bytes, Bytes)>) -> Result<(), LogError> {
-        for (topic, key, value) in records {
-            self.append(topic, &key, value).await?;
-        }
-        Ok(())
-    }
+    /// Puts several records on their way, in order, without waiting: the returned future
+    /// completes once all are stored. Records for one partition keep the order given, and
+    /// across calls the order of the calls, so a caller may send the next batch before the
+    /// previous one is acknowledged (pipelining).
+    fn send_all(&self, records: Vec<(TopicSpec, Bytes, Bytes)>) -> Result<Pending, LogError>;
 
     /// Starts reading `topic`.
     async fn subscribe(
@@ -131,12 +140,8 @@ pub trait Consumer: Send + std::fmt::Debug {
     /// a no-op for partition consumers).
     async fn commit(&mut self, record: &Record) -> Result<(), LogError>;
 
-    /// Stops fetching `partition` until [`resume`](Consumer::resume); records already fetched
-    /// may still be returned.
-    fn pause(&mut self, partition: u32) -> Result<(), LogError>;
-
-    /// Fetches `partition` again.
-    fn resume(&mut self, partition: u32) -> Result<(), LogError>;
+    /// How many partitions this consumer reads now (for a group member: its assignment).
+    fn assigned(&self) -> usize;
 
     /// Partitions this group member lost since the last call (a rebalance gave them to another
     /// member). Their uncommitted records must not be processed or committed any further.
