@@ -9,8 +9,11 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::{Sink, Stream};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -106,19 +109,12 @@ async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims)
     app.sessions.insert(socket_id, handle.clone());
     app.metrics.connections.inc();
     app.metrics.connections_accepted.inc();
-    // Reading and writing run apart, so a client that does not read cannot stop the server
-    // from reading it (and both from deadlocking): the writer has its own bounded queue, and
-    // a full queue marks the socket as too slow.
-    let (sink, stream) = socket.split();
-    let (writer, writer_rx) = mpsc::channel(app.config.outbound_queue);
-    let write_task = tokio::spawn(write_frames(sink, writer_rx));
     let mut task = SessionTask {
         app: app.clone(),
         socket_id,
         handle: handle.clone(),
         session: Session::new(vsn, app.config.channel_rate_limit),
-        stream,
-        writer,
+        duplex: Duplex::new(socket, app.config.outbound_queue),
     };
     let close = task.run(&mut rx).await;
     let mut actions = Vec::new();
@@ -130,13 +126,14 @@ async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims)
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = tokio::time::timeout(CLOSE_GRACE, task.writer.send(WsMessage::Close(Some(frame))))
-            .await;
+        task.duplex
+            .outgoing
+            .push_back(WsMessage::Close(Some(frame)));
     }
-    drop(task);
-    // Give the writer a moment to flush the close frame, then let it go.
-    if tokio::time::timeout(CLOSE_GRACE, write_task).await.is_err() {
-        tracing::debug!(socket = socket_id, "writer did not finish in time");
+    // Give the last frames (and the close frame) a moment to leave.
+    let flushed = tokio::time::timeout(CLOSE_GRACE, task.duplex.flush_all()).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        tracing::debug!(socket = socket_id, "closing socket did not flush in time");
     }
     app.sessions.remove(socket_id);
     app.metrics.connections.dec();
@@ -145,32 +142,78 @@ async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims)
 /// How long a closing socket may take to flush its last frames.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Writes queued frames to the socket in batches, one flush per batch, until the queue
-/// closes or a close frame has been written.
-async fn write_frames(
-    mut sink: SplitSink<WebSocket, WsMessage>,
-    mut rx: mpsc::Receiver<WsMessage>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut batch = 0;
-        while let Some(message) = next.take() {
-            let closing = matches!(message, WsMessage::Close(_));
-            if sink.feed(message).await.is_err() {
-                return;
-            }
-            if closing {
-                let _ = sink.flush().await;
-                return;
-            }
-            batch += 1;
-            if batch < WRITE_BATCH {
-                next = rx.try_recv().ok();
+/// One WebSocket, read and written by one task without either side blocking the other.
+///
+/// Frames to send wait in a bounded queue; every poll first pushes as many as the socket
+/// takes, then flushes, then reads. Doing both in one poll with one waker means a client that
+/// stops reading cannot stop the server reading it (no deadlock), and no wakeup is lost
+/// between a reader and a writer sharing the socket.
+struct Duplex {
+    socket: WebSocket,
+    outgoing: VecDeque<WsMessage>,
+    unflushed: bool,
+    limit: usize,
+}
+
+impl Duplex {
+    fn new(socket: WebSocket, limit: usize) -> Self {
+        Self {
+            socket,
+            outgoing: VecDeque::new(),
+            unflushed: false,
+            limit,
+        }
+    }
+
+    /// Queues a frame; false when the queue is full (the client reads too slowly).
+    fn queue(&mut self, message: WsMessage) -> bool {
+        if self.outgoing.len() >= self.limit {
+            return false;
+        }
+        self.outgoing.push_back(message);
+        true
+    }
+
+    /// Sends what the socket takes now and flushes; an error means the socket is gone.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), axum::Error> {
+        while !self.outgoing.is_empty() {
+            match Pin::new(&mut self.socket).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(message) = self.outgoing.pop_front() {
+                        Pin::new(&mut self.socket).start_send(message)?;
+                        self.unflushed = true;
+                    }
+                }
+                Poll::Ready(Err(error)) => return Err(error),
+                Poll::Pending => break,
             }
         }
-        if sink.flush().await.is_err() {
-            return;
+        if self.unflushed {
+            match Pin::new(&mut self.socket).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(error)) => return Err(error),
+                Poll::Pending => {}
+            }
         }
+        Ok(())
+    }
+
+    /// Drives writes, then waits for the next frame from the client.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WsMessage, axum::Error>>> {
+        if let Err(error) = self.poll_write(cx) {
+            return Poll::Ready(Some(Err(error)));
+        }
+        Pin::new(&mut self.socket).poll_next(cx)
+    }
+
+    /// Waits until every queued frame is written and flushed.
+    async fn flush_all(&mut self) -> Result<(), axum::Error> {
+        std::future::poll_fn(|cx| match self.poll_write(cx) {
+            Err(error) => Poll::Ready(Err(error)),
+            Ok(()) if self.outgoing.is_empty() && !self.unflushed => Poll::Ready(Ok(())),
+            Ok(()) => Poll::Pending,
+        })
+        .await
     }
 }
 
@@ -179,9 +222,7 @@ struct SessionTask {
     socket_id: u64,
     handle: SessionHandle,
     session: Session,
-    stream: SplitStream<WebSocket>,
-    /// The writer task's queue.
-    writer: mpsc::Sender<WsMessage>,
+    duplex: Duplex,
 }
 
 /// The socket cannot be written to any more.
@@ -205,7 +246,7 @@ impl SessionTask {
                 () = tokio::time::sleep_until(deadline) => {
                     return Some((close_code::GOING_AWAY, "idle timeout"));
                 }
-                incoming = self.stream.next() => {
+                incoming = std::future::poll_fn(|cx| self.duplex.poll_next(cx)) => {
                     deadline = Instant::now() + idle;
                     match incoming {
                         None | Some(Ok(WsMessage::Close(_))) => return None,
@@ -298,15 +339,11 @@ impl SessionTask {
 
     /// Queues a frame for the writer; a full queue marks the socket as too slow (the run loop
     /// then closes it).
-    fn write(&self, message: WsMessage) -> Result<(), SocketGone> {
-        match self.writer.try_send(message) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.handle.overflow.cancel();
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SocketGone),
+    fn write(&mut self, message: WsMessage) -> Result<(), SocketGone> {
+        if !self.duplex.queue(message) {
+            self.handle.overflow.cancel();
         }
+        Ok(())
     }
 
     async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), SocketGone> {
@@ -351,9 +388,10 @@ impl SessionTask {
                         kind,
                         received_at: now(),
                     };
-                    // Commands go out in order without waiting for the broker (the log keeps
-                    // the order of sends); on failure the client's push times out and it
-                    // retries, and nothing was half-done.
+                    // Each command is stored before the next frame of this socket is read, so
+                    // at most one is in flight per socket (some Kafka-protocol brokers lost
+                    // records under many in-flight requests); on failure the client's push
+                    // times out and it retries, and nothing was half-done.
                     let topic = command.topic.clone();
                     let sent = command
                         .encode()
@@ -367,11 +405,9 @@ impl SessionTask {
                         });
                     match sent {
                         Ok(pending) => {
-                            self.app.tracker.spawn(async move {
-                                if let Err(error) = pending.await {
-                                    tracing::error!(%error, %topic, "a command was not stored");
-                                }
-                            });
+                            if let Err(error) = pending.await {
+                                tracing::error!(%error, %topic, "a command was not stored");
+                            }
                         }
                         Err(error) => tracing::error!(%error, %topic, "could not send a command"),
                     }

@@ -545,4 +545,61 @@ mod tests {
         shutdown.cancel();
         runner.await.expect("joins").expect("clean stop");
     }
+
+    #[tokio::test]
+    async fn a_full_partition_queue_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).expect("log"));
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+        store
+            .apply(
+                "seed",
+                &[Write::PutCampaign(sample_campaign("1"))],
+                &json!({}),
+            )
+            .await
+            .expect("seed");
+        let topic = "donations:campaign:1";
+        const COMMANDS_SENT: usize = 600;
+        for i in 0..COMMANDS_SENT {
+            let mut cmd = event(
+                topic,
+                claims(None, &[]),
+                "new_donation",
+                json!({"amount": "1", "donor_name": format!("d{i}")}),
+            );
+            cmd.id = format!("cmd-{i}");
+            log.append(COMMANDS, topic.as_bytes(), cmd.encode().expect("encodes"))
+                .await
+                .expect("append");
+        }
+        let config = RunnerConfig {
+            partition_queue: 2,
+            ..RunnerConfig::default()
+        };
+        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(run(
+            config,
+            log.clone(),
+            store.clone(),
+            metrics,
+            shutdown.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let campaign = store.campaign("1").await.expect("read").expect("exists");
+            if campaign.donation_count == COMMANDS_SENT as u64 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {COMMANDS_SENT} applied",
+                campaign.donation_count
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        runner.await.expect("joins").expect("clean stop");
+    }
 }
