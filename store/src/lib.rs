@@ -8,10 +8,12 @@
 //! - [`model`]: the rows: campaigns and donations.
 //! - [`embedded`]: the embedded backend (SQLite in WAL mode, shareable by several processes
 //!   on one machine).
+//! - [`scylla`]: the ScyllaDB backend (CQL schema in `infra/cql/`).
 //! - [`conformance`]: the behaviour every backend must show, run against each of them.
 
 pub mod embedded;
 pub mod model;
+pub mod scylla;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -45,7 +47,7 @@ impl StoreError {
 }
 
 /// One effect of a decision.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Write {
     /// Create (version 0) or replace a campaign (totals, goal and milestones included), only
     /// if its stored version is still the one given; the stored version then goes up by one.
