@@ -23,6 +23,10 @@ cargo build --workspace --all-targets
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 
+if [ -z "${FAWKES_SCYLLA_NODES:-}" ]; then
+  log "NOTICE: FAWKES_SCYLLA_NODES is not set: the Scylla leg of the store conformance suite is SKIPPED (it runs against a real cluster when set; see infra/SCYLLA.md)"
+fi
+
 log "Rust tests"
 cargo test --workspace 2>&1 | tee -a "$results"
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use connector::{ConnectorConfig, JwtSecret};
+use store::scylla::{Consistency, ScyllaConfig};
 use topics::log::kafka::KafkaConfig;
 
 /// The secret `fawkes dev` uses when none is configured. Never for production.
@@ -34,8 +35,102 @@ pub enum Command {
     Processor(ProcessorArgs),
     /// Provision or inspect the Kafka topics.
     Topics(TopicsArgs),
+    /// Apply the CQL schema to a Scylla cluster.
+    Schema(SchemaArgs),
     /// Mint a development JWT.
     Token(TokenArgs),
+}
+
+/// ScyllaDB settings, shared by `processor` and `schema`.
+#[derive(Debug, Clone, Args)]
+pub struct ScyllaArgs {
+    /// Scylla contact points, `host:port[,host:port...]`; the embedded store is used when
+    /// absent.
+    #[arg(long = "scylla-nodes", global = true, env = "FAWKES_SCYLLA_NODES")]
+    pub nodes: Option<String>,
+    /// Keyspace of the tables.
+    #[arg(
+        long = "scylla-keyspace",
+        global = true,
+        env = "FAWKES_SCYLLA_KEYSPACE",
+        default_value = "fawkes"
+    )]
+    pub keyspace: String,
+    /// Replication of the keyspace, as CQL, used by `fawkes schema apply`.
+    #[arg(
+        long = "scylla-replication",
+        global = true,
+        env = "FAWKES_SCYLLA_REPLICATION",
+        default_value = "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}"
+    )]
+    pub replication: String,
+    /// Consistency of reads and writes: one, local_one, quorum, local_quorum, all.
+    #[arg(long = "scylla-consistency", global = true, env = "FAWKES_SCYLLA_CONSISTENCY", default_value = "local_quorum", value_parser = parse_consistency)]
+    pub consistency: Consistency,
+    /// Most Scylla requests in flight from one process.
+    #[arg(
+        long = "scylla-max-in-flight",
+        global = true,
+        env = "FAWKES_SCYLLA_MAX_IN_FLIGHT",
+        default_value_t = 256
+    )]
+    pub max_in_flight: usize,
+}
+
+impl ScyllaArgs {
+    /// The Scylla configuration, when nodes are configured.
+    pub fn config(&self) -> Option<ScyllaConfig> {
+        let nodes: Vec<String> = self
+            .nodes
+            .as_deref()?
+            .split(',')
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if nodes.is_empty() {
+            return None;
+        }
+        let mut config = ScyllaConfig::new(nodes);
+        config.keyspace = self.keyspace.clone();
+        config.replication = self.replication.clone();
+        config.consistency = self.consistency;
+        config.max_in_flight = self.max_in_flight;
+        Some(config)
+    }
+}
+
+/// Parses a consistency level name.
+pub fn parse_consistency(text: &str) -> Result<Consistency, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "one" => Ok(Consistency::One),
+        "local_one" => Ok(Consistency::LocalOne),
+        "quorum" => Ok(Consistency::Quorum),
+        "local_quorum" => Ok(Consistency::LocalQuorum),
+        "all" => Ok(Consistency::All),
+        other => Err(format!(
+            "`{other}` is not one of one, local_one, quorum, local_quorum, all"
+        )),
+    }
+}
+
+/// Settings of `fawkes schema`.
+#[derive(Debug, Clone, Args)]
+pub struct SchemaArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SchemaAction,
+    /// Scylla settings.
+    #[command(flatten)]
+    pub scylla: ScyllaArgs,
+}
+
+/// `fawkes schema` actions.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum SchemaAction {
+    /// Create the keyspace and tables (idempotent).
+    Apply,
+    /// Print the statements `apply` would run.
+    Print,
 }
 
 /// Socket-serving settings, shared by `dev` and `connector`.
@@ -125,12 +220,13 @@ impl DevArgs {
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, `host:port[,host:port...]`.
-    #[arg(long = "kafka-brokers", env = "FAWKES_KAFKA_BROKERS")]
+    #[arg(long = "kafka-brokers", global = true, env = "FAWKES_KAFKA_BROKERS")]
     pub brokers: Option<String>,
     /// `fetch.wait.max.ms`: how long a fetch waits for data. Low, because some brokers only
     /// answer when it runs out.
     #[arg(
         long = "kafka-fetch-wait-max-ms",
+        global = true,
         env = "FAWKES_KAFKA_FETCH_WAIT_MAX_MS",
         default_value_t = 5
     )]
@@ -138,6 +234,7 @@ pub struct KafkaArgs {
     /// `session.timeout.ms` of processors in their consumer group.
     #[arg(
         long = "kafka-session-timeout-ms",
+        global = true,
         env = "FAWKES_KAFKA_SESSION_TIMEOUT_MS",
         default_value_t = 10_000
     )]
@@ -212,6 +309,9 @@ pub struct ProcessorArgs {
     /// Do not create the demo campaigns.
     #[arg(long, env = "FAWKES_NO_SEED")]
     pub no_seed: bool,
+    /// Scylla settings (the store; embedded in `--data-dir` when no nodes are set).
+    #[command(flatten)]
+    pub scylla: ScyllaArgs,
 }
 
 /// Settings of `fawkes topics`.
@@ -320,6 +420,15 @@ mod tests {
         assert_eq!(parse_ttl("30"), Ok(Duration::from_secs(30)));
         assert!(parse_ttl("h").is_err());
         assert!(parse_ttl("5y").is_err());
+    }
+
+    #[test]
+    fn consistencies() {
+        assert_eq!(
+            parse_consistency("LOCAL_QUORUM"),
+            Ok(Consistency::LocalQuorum)
+        );
+        assert!(parse_consistency("most").is_err());
     }
 
     #[test]

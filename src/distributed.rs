@@ -14,7 +14,9 @@ use topics::log::kafka::{Created, KafkaLog};
 use topics::names::{manifest, ALL};
 use topics::Log;
 
-use crate::cli::{ConnectorArgs, ProcessorArgs, TopicsAction, TopicsArgs};
+use crate::cli::{
+    ConnectorArgs, ProcessorArgs, SchemaAction, SchemaArgs, TopicsAction, TopicsArgs,
+};
 
 fn bail_on(problems: Vec<String>) -> anyhow::Result<()> {
     if problems.is_empty() {
@@ -75,7 +77,21 @@ pub async fn processor(
     let kafka = kafka.map_err(anyhow::Error::msg)?;
     let log: Arc<dyn Log> =
         Arc::new(KafkaLog::connect(kafka).context("cannot set up the Kafka client")?);
-    let store = crate::dev::open_store(&args.data_dir, !args.no_seed).await?;
+    let store: Arc<dyn store::Store> = match args.scylla.config() {
+        Some(config) => {
+            tracing::info!(nodes = ?config.nodes, keyspace = %config.keyspace, "using the Scylla store");
+            let scylla = store::scylla::ScyllaStore::connect(&config)
+                .await
+                .context("cannot connect to Scylla (has `fawkes schema apply` run?)")?;
+            if !args.no_seed {
+                crate::seed::seed(&scylla)
+                    .await
+                    .context("cannot seed demo data")?;
+            }
+            Arc::new(scylla)
+        }
+        None => crate::dev::open_store(&args.data_dir, !args.no_seed).await?,
+    };
 
     let registry = prometheus::Registry::new();
     let metrics = ProcessorMetrics::new(&registry);
@@ -112,6 +128,31 @@ pub async fn processor(
     shutdown.cancel();
     let _ = metrics_server.await;
     ran.context("the processor failed")
+}
+
+/// `fawkes schema apply|print`.
+pub async fn schema(args: SchemaArgs) -> anyhow::Result<()> {
+    match args.action {
+        SchemaAction::Print => {
+            for statement in
+                store::scylla::schema_statements(&args.scylla.keyspace, &args.scylla.replication)
+            {
+                println!("{statement};\n");
+            }
+            Ok(())
+        }
+        SchemaAction::Apply => {
+            let config = args
+                .scylla
+                .config()
+                .context("FAWKES_SCYLLA_NODES is required (host:port of the Scylla nodes)")?;
+            let count = store::scylla::ScyllaStore::apply_schema(&config)
+                .await
+                .context("cannot apply the schema")?;
+            println!("applied {count} statements to keyspace {}", config.keyspace);
+            Ok(())
+        }
+    }
 }
 
 /// `fawkes topics create|list|manifest`.

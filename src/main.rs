@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Some(Command::Topics(args)) => fawkes::distributed::topics(args).await,
+            Some(Command::Schema(args)) => fawkes::distributed::schema(args).await,
             Some(Command::Dev(args)) => {
                 let (listener, shutdown) = bind(args.socket.listen).await?;
                 fawkes::dev::run(args, listener, shutdown).await

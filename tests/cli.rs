@@ -70,3 +70,24 @@ async fn silent_sockets_are_closed_after_the_idle_timeout() {
     talker.heartbeat().await;
     server.stop().await;
 }
+
+#[test]
+fn schema_print_and_apply_without_nodes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fawkes"))
+        .args(["schema", "print", "--scylla-keyspace", "drive"])
+        .output()
+        .expect("run fawkes schema print");
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("CREATE KEYSPACE IF NOT EXISTS drive"));
+    assert!(text.contains("CREATE TABLE IF NOT EXISTS drive.donations_by_campaign"));
+    assert!(!text.to_uppercase().contains("ALLOW FILTERING"));
+
+    let output = Command::new(env!("CARGO_BIN_EXE_fawkes"))
+        .args(["schema", "apply"])
+        .env_remove("FAWKES_SCYLLA_NODES")
+        .output()
+        .expect("run fawkes schema apply");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("FAWKES_SCYLLA_NODES is required"));
+}
