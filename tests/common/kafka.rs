@@ -76,43 +76,42 @@ impl Tansu {
     /// A processor in consumer group `group`, on the store in `data_dir`, with the stable
     /// identity `instance` (a restart with the same one takes over its partitions).
     pub fn processor(&self, data_dir: &std::path::Path, group: &str, instance: &str) -> Process {
-        let dir = data_dir.display().to_string();
-        Process::spawn(
-            &[
-                "processor",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                &dir,
-            ],
-            &[
-                ("FAWKES_KAFKA_BROKERS", &self.brokers),
-                ("FAWKES_PROCESSOR_GROUP", group),
-                ("FAWKES_PROCESSOR_INSTANCE_ID", instance),
-                ("FAWKES_KAFKA_FETCH_WAIT_MAX_MS", "1"),
-            ],
+        self.spawn_processor(
+            data_dir,
+            group,
+            &[],
+            &[("FAWKES_PROCESSOR_INSTANCE_ID", instance)],
         )
     }
 
     /// A processor owning `partitions` (static assignment, e.g. "0-3") under `group`.
     pub fn owner(&self, data_dir: &std::path::Path, group: &str, partitions: &str) -> Process {
+        self.spawn_processor(data_dir, group, &["--partitions", partitions], &[])
+    }
+
+    fn spawn_processor(
+        &self,
+        data_dir: &std::path::Path,
+        group: &str,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Process {
         let dir = data_dir.display().to_string();
-        Process::spawn(
-            &[
-                "processor",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                &dir,
-                "--partitions",
-                partitions,
-            ],
-            &[
-                ("FAWKES_KAFKA_BROKERS", &self.brokers),
-                ("FAWKES_PROCESSOR_GROUP", group),
-                ("FAWKES_KAFKA_FETCH_WAIT_MAX_MS", "1"),
-            ],
-        )
+        let mut args = vec![
+            "processor",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir,
+        ];
+        args.extend_from_slice(extra_args);
+        let mut env = vec![
+            ("FAWKES_KAFKA_BROKERS", self.brokers.as_str()),
+            ("FAWKES_PROCESSOR_GROUP", group),
+            ("FAWKES_KAFKA_FETCH_WAIT_MAX_MS", "1"),
+        ];
+        env.extend_from_slice(extra_env);
+        Process::spawn(&args, &env)
     }
 
     /// A connector on a free port.
