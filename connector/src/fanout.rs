@@ -84,8 +84,6 @@ pub fn fan_out(broadcast: &Broadcast, registry: &Registry, sessions: &Sessions, 
                     &payload,
                 ) {
                     Frame::Text(text) => Utf8Bytes::from(text),
-                    // JSON encoding only produces text frames.
-                    Frame::Binary(_) => Utf8Bytes::from_static(""),
                 }
             })
             .clone();

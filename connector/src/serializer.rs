@@ -78,13 +78,12 @@ impl DecodeError {
     }
 }
 
-/// An encoded frame, ready for the transport.
+/// An encoded frame, ready for the transport. (Server-to-client binary frames, kinds 0–2 of
+/// PROTOCOL.md §3.3, are not produced yet: no channel sends raw bytes.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A text frame.
     Text(String),
-    /// A binary frame.
-    Binary(Bytes),
 }
 
 /// Reads a ref field: a string, a number (kept as its text) or null.

@@ -27,8 +27,6 @@ use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Vsn};
 use crate::session::{Action, Session};
 use crate::App;
 
-/// Most queued frames written before one flush.
-const WRITE_BATCH: usize = 64;
 /// Per-socket read buffer: Phoenix frames are small, and a large buffer costs memory on every
 /// idle socket.
 const READ_BUFFER: usize = 4 * 1024;
@@ -225,9 +223,6 @@ struct SessionTask {
     duplex: Duplex,
 }
 
-/// The socket cannot be written to any more.
-struct SocketGone;
-
 impl SessionTask {
     /// Runs until the socket ends; returns the close frame to send, if any.
     async fn run(&mut self, rx: &mut mpsc::Receiver<Outbound>) -> Option<(u16, &'static str)> {
@@ -236,7 +231,7 @@ impl SessionTask {
         loop {
             tokio::select! {
                 () = self.app.shutdown.cancelled() => {
-                    let _ = self.shutdown_notice().await;
+                    self.shutdown_notice();
                     return Some((close_code::RESTART, "server restarting"));
                 }
                 () = self.handle.overflow.cancelled() => {
@@ -258,27 +253,12 @@ impl SessionTask {
                             }
                             return None;
                         }
-                        Some(Ok(message)) => {
-                            if self.incoming(message).await.is_err() {
-                                return None;
-                            }
-                        }
+                        Some(Ok(message)) => self.incoming(message).await,
                     }
                 }
-                Some(first) = rx.recv() => {
-                    // Write what is queued in one batch, then flush once.
-                    let mut next = Some(first);
-                    let mut batch = 0;
-                    while let Some(out) = next.take() {
-                        match self.outbound(out).await {
-                            Ok(None) => {}
-                            Ok(Some(close)) => return Some(close),
-                            Err(SocketGone) => return None,
-                        }
-                        batch += 1;
-                        if batch < WRITE_BATCH {
-                            next = rx.try_recv().ok();
-                        }
+                Some(out) = rx.recv() => {
+                    if let Some(close) = self.outbound(out).await {
+                        return Some(close);
                     }
                 }
             }
@@ -286,9 +266,9 @@ impl SessionTask {
     }
 
     /// Handles one queued item; returns a close frame when the item asks to close.
-    async fn outbound(&mut self, out: Outbound) -> Result<Option<(u16, &'static str)>, SocketGone> {
+    async fn outbound(&mut self, out: Outbound) -> Option<(u16, &'static str)> {
         match out {
-            Outbound::Text(text) => self.send_text(text).await?,
+            Outbound::Text(text) => self.send_text(text),
             Outbound::Delivery(delivery) => {
                 if let Some(reply) = &delivery.reply {
                     let label = crate::metrics::Metrics::status_label(&reply.status);
@@ -296,14 +276,14 @@ impl SessionTask {
                 }
                 let mut actions = Vec::new();
                 self.session.handle_delivery(delivery, &mut actions);
-                self.execute(actions).await?;
+                self.execute(actions).await;
             }
-            Outbound::Close(code, reason) => return Ok(Some((code, reason))),
+            Outbound::Close(code, reason) => return Some((code, reason)),
         }
-        Ok(None)
+        None
     }
 
-    async fn incoming(&mut self, message: WsMessage) -> Result<(), SocketGone> {
+    async fn incoming(&mut self, message: WsMessage) {
         let decoded = match message {
             WsMessage::Text(text) => decode_text(self.session.vsn(), text.as_str()),
             WsMessage::Binary(bytes) if self.session.vsn() == Vsn::V2 => decode_binary(&bytes),
@@ -313,10 +293,10 @@ impl SessionTask {
                     .frames_rejected
                     .with_label_values(&["binary frame on V1"])
                     .inc();
-                return Ok(());
+                return;
             }
             // Pings are answered by the WebSocket layer; they only reset the idle timer.
-            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) => return Ok(()),
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) => return,
         };
         self.app.metrics.messages_in.inc();
         let mut actions = Vec::new();
@@ -334,31 +314,26 @@ impl SessionTask {
                 self.session.handle_decode_error(&error, &mut actions);
             }
         }
-        self.execute(actions).await
+        self.execute(actions).await;
     }
 
     /// Queues a frame for the writer; a full queue marks the socket as too slow (the run loop
     /// then closes it).
-    fn write(&mut self, message: WsMessage) -> Result<(), SocketGone> {
+    fn write(&mut self, message: WsMessage) {
         if !self.duplex.queue(message) {
             self.handle.overflow.cancel();
         }
-        Ok(())
     }
 
-    async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), SocketGone> {
+    fn send_text(&mut self, text: Utf8Bytes) {
         self.app.metrics.messages_out.inc();
         self.write(WsMessage::Text(text))
     }
 
-    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), SocketGone> {
+    async fn execute(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Send(Frame::Text(text)) => self.send_text(Utf8Bytes::from(text)).await?,
-                Action::Send(Frame::Binary(bytes)) => {
-                    self.app.metrics.messages_out.inc();
-                    self.write(WsMessage::Binary(bytes))?;
-                }
+                Action::Send(Frame::Text(text)) => self.send_text(Utf8Bytes::from(text)),
                 Action::JoinAnswered(status) => {
                     let label = crate::metrics::Metrics::status_label(&status);
                     self.app.metrics.joins.with_label_values(&[label]).inc();
@@ -414,29 +389,22 @@ impl SessionTask {
                 }
             }
         }
-        Ok(())
     }
 
-    async fn shutdown_notice(&mut self) -> Result<(), SocketGone> {
+    fn shutdown_notice(&mut self) {
         let payload = json!({
             "reason": "server shutting down",
             "reconnect_delay": self.app.config.reconnect_delay_ms,
         });
+        let vsn = self.session.vsn();
         let frames: Vec<Frame> = self
             .session
             .joined()
-            .map(|(topic, join_ref)| {
-                encode_push(
-                    self.session.vsn(),
-                    join_ref,
-                    topic,
-                    "shutdown_notice",
-                    &payload,
-                )
-            })
+            .map(|(topic, join_ref)| encode_push(vsn, join_ref, topic, "shutdown_notice", &payload))
             .collect();
-        self.execute(frames.into_iter().map(Action::Send).collect())
-            .await
+        for Frame::Text(text) in frames {
+            self.send_text(Utf8Bytes::from(text));
+        }
     }
 }
 
