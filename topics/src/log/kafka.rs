@@ -207,14 +207,9 @@ impl Log for KafkaLog {
         key: &[u8],
         value: Bytes,
     ) -> Result<(u32, u64), LogError> {
-        let partition = partition_for(key, topic.partitions);
-        let record = FutureRecord::to(topic.name)
-            .key(key)
-            .payload(value.as_ref())
-            .partition(i32::try_from(partition).unwrap_or(0));
         let delivery = self
             .producer
-            .send(record, self.config.produce_timeout)
+            .send(record(topic, key, &value), self.config.produce_timeout)
             .await
             .map_err(|(error, _)| kafka(error))?;
         Ok((
@@ -229,12 +224,7 @@ impl Log for KafkaLog {
         let mut pending = Vec::with_capacity(records.len());
         let mut rest = records.into_iter();
         while let Some((topic, key, value)) = rest.next() {
-            let partition = partition_for(&key, topic.partitions);
-            let record = FutureRecord::to(topic.name)
-                .key(key.as_ref())
-                .payload(value.as_ref())
-                .partition(i32::try_from(partition).unwrap_or(0));
-            match self.producer.send_result(record) {
+            match self.producer.send_result(record(topic, &key, &value)) {
                 Ok(delivery) => pending.push(delivery),
                 Err((error, _)) => {
                     // The local queue is full: send this and the remaining records with
@@ -294,71 +284,79 @@ impl Log for KafkaLog {
             // Fawkes writes no transactions; read_committed would also make offset fetches
             // wait for "stable" offsets.
             .set("isolation.level", "read_uncommitted");
-        let consumer: StreamConsumer<RebalanceContext> = match &subscription {
+        // Group members subscribe (the broker assigns partitions); everybody else assigns
+        // fixed partitions at chosen offsets, which joins no group and never rebalances.
+        let (group, assignment) = match &subscription {
             Subscription::Group(group) => {
                 if let Some(instance) = &self.config.group_instance_id {
                     config.set("group.instance.id", instance);
                 }
-                let consumer: StreamConsumer<RebalanceContext> = config
-                    .set("group.id", group)
-                    .create_with_context(context)
-                    .map_err(kafka)?;
-                consumer.subscribe(&[topic.name]).map_err(kafka)?;
-                consumer
+                (group.clone(), None)
             }
-            Subscription::Owned { group, partitions } => {
-                // The group id only names where positions are committed: `assign` does not
-                // join the group, so there is no rebalance.
-                let consumer: StreamConsumer<RebalanceContext> = config
-                    .set("group.id", group)
-                    .create_with_context(context)
-                    .map_err(kafka)?;
-                let mut assignment = TopicPartitionList::new();
-                for p in partitions {
-                    assignment
-                        .add_partition_offset(
-                            topic.name,
-                            i32::try_from(*p).unwrap_or(0),
-                            Offset::Stored,
-                        )
-                        .map_err(kafka)?;
-                }
-                consumer.assign(&assignment).map_err(kafka)?;
-                consumer
-            }
+            // The group id only names where positions are committed.
+            Subscription::Owned { group, partitions } => (
+                group.clone(),
+                Some(
+                    partitions
+                        .iter()
+                        .map(|p| (*p, Offset::Stored))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
             Subscription::Partitions { partitions, start } => {
-                // A private group id: partition readers never commit and never rebalance.
-                let group = format!("{}-reader-{}", self.config.client_id, std::process::id());
-                let consumer: StreamConsumer<RebalanceContext> = config
-                    .set("group.id", group)
-                    .create_with_context(context)
-                    .map_err(kafka)?;
-                let mut assignment = TopicPartitionList::new();
+                let mut offsets = Vec::with_capacity(partitions.len());
                 for p in partitions {
-                    let partition = i32::try_from(*p).unwrap_or(0);
                     let offset = match start {
                         StartAt::Earliest => Offset::Beginning,
                         // Resolve the live end now rather than leaving `Offset::End` to the
                         // fetcher: a record appended between subscribing and the first fetch
                         // (a reply to the first command, say) must not be skipped.
-                        StartAt::Latest => {
-                            Offset::Offset(self.high_watermark(topic.name, partition).await?)
-                        }
+                        StartAt::Latest => Offset::Offset(
+                            self.high_watermark(topic.name, i32::try_from(*p).unwrap_or(0))
+                                .await?,
+                        ),
                     };
-                    assignment
-                        .add_partition_offset(topic.name, partition, offset)
-                        .map_err(kafka)?;
+                    offsets.push((*p, offset));
                 }
-                consumer.assign(&assignment).map_err(kafka)?;
-                consumer
+                // A private group id: partition readers never commit.
+                let group = format!("{}-reader-{}", self.config.client_id, std::process::id());
+                (group, Some(offsets))
             }
         };
+        let consumer: StreamConsumer<RebalanceContext> = config
+            .set("group.id", group)
+            .create_with_context(context)
+            .map_err(kafka)?;
+        match assignment {
+            None => consumer.subscribe(&[topic.name]).map_err(kafka)?,
+            Some(offsets) => {
+                let mut list = TopicPartitionList::new();
+                for (partition, offset) in offsets {
+                    list.add_partition_offset(
+                        topic.name,
+                        i32::try_from(partition).unwrap_or(0),
+                        offset,
+                    )
+                    .map_err(kafka)?;
+                }
+                consumer.assign(&list).map_err(kafka)?;
+            }
+        }
         Ok(Box::new(KafkaConsumer {
             topic: topic.name,
             consumer,
             revoked,
         }))
     }
+}
+
+/// The producer record for `key` on its partition of `topic` (Fawkes picks partitions itself).
+fn record<'a>(topic: TopicSpec, key: &'a [u8], value: &'a [u8]) -> FutureRecord<'a, [u8], [u8]> {
+    let partition = partition_for(key, topic.partitions);
+    FutureRecord::to(topic.name)
+        .key(key)
+        .payload(value)
+        .partition(i32::try_from(partition).unwrap_or(0))
 }
 
 async fn await_all(pending: Vec<rdkafka::producer::DeliveryFuture>) -> Result<(), LogError> {
