@@ -151,13 +151,7 @@ pub async fn run(
             _ = tick.tick() => {
                 shared.metrics.partitions.set(i64::try_from(consumer.assigned()).unwrap_or(i64::MAX));
             }
-            Some(record) = done_rx.recv() => {
-                if workers.contains_key(&record.partition) {
-                    if let Err(error) = consumer.commit(&record).await {
-                        tracing::warn!(%error, partition = record.partition, "commit failed; the command may be processed again");
-                    }
-                }
-            }
+            Some(record) = done_rx.recv() => commit(&mut *consumer, &workers, &record).await,
             record = consumer.next() => {
                 let record = match record {
                     Ok(record) => record,
@@ -185,11 +179,7 @@ pub async fn run(
                                 }
                                 break;
                             }
-                            Some(done) = done_rx.recv() => {
-                                if let Err(error) = consumer.commit(&done).await {
-                                    tracing::warn!(%error, partition = done.partition, "commit failed; the command may be processed again");
-                                }
-                            }
+                            Some(done) = done_rx.recv() => commit(&mut *consumer, &workers, &done).await,
                         }
                     }
                 }
@@ -203,6 +193,21 @@ pub async fn run(
     }
     tracing::info!("processor runner stopped");
     result
+}
+
+/// Commits a finished command, unless its partition was revoked meanwhile (the new owner
+/// processes it again). A failed commit only means it may be processed again.
+async fn commit(
+    consumer: &mut dyn topics::log::Consumer,
+    workers: &HashMap<u32, Worker>,
+    record: &Record,
+) {
+    if !workers.contains_key(&record.partition) {
+        return;
+    }
+    if let Err(error) = consumer.commit(record).await {
+        tracing::warn!(%error, partition = record.partition, "commit failed; the command may be processed again");
+    }
 }
 
 /// Most commands of one partition whose outputs may be awaiting acknowledgement at once.
