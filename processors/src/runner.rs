@@ -149,7 +149,7 @@ pub async fn run(
             biased;
             () = shutdown.cancelled() => break Ok(()),
             _ = tick.tick() => {
-                shared.metrics.partitions.set(i64::try_from(consumer.assigned()).unwrap_or(i64::MAX));
+                shared.metrics.partitions.set(i64::try_from(consumer.assigned().len()).unwrap_or(i64::MAX));
             }
             Some(record) = done_rx.recv() => commit(&mut *consumer, &workers, &record).await,
             record = consumer.next() => {

@@ -6,7 +6,9 @@
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::{Applied, Campaign, Donation, Store, Visibility, Write};
+use crate::{
+    Applied, Campaign, Donation, Presence, PresenceFilter, Store, Visibility, Write,
+};
 
 /// A campaign for tests.
 pub fn sample_campaign(id: &str) -> Campaign {
@@ -46,6 +48,7 @@ pub async fn run_all<S: Store>(store: &S) {
     sequences_are_unique(store).await;
     stale_campaign_writes_conflict(store, &run).await;
     concurrent_writers_on_different_campaigns(store, &run).await;
+    presences_track_filter_and_untrack(store, &run).await;
 }
 
 fn unique_prefix() -> String {
@@ -282,4 +285,95 @@ pub async fn stale_campaign_writes_conflict<S: Store>(store: &S, run: &str) {
             .expect("outcome"),
         None
     );
+}
+
+fn presence(topic: &str, connector: &str, socket: u64, phx_ref: &str) -> Presence {
+    Presence {
+        topic: topic.to_owned(),
+        key: format!("user{socket}"),
+        phx_ref: phx_ref.to_owned(),
+        meta: json!({"name": "n", "phx_ref": phx_ref}),
+        connector_id: connector.to_owned(),
+        socket_id: socket,
+        join_id: "1".into(),
+    }
+}
+
+async fn apply_writes<S: Store>(store: &S, id: &str, writes: Vec<Write>) {
+    let applied = store.apply(id, &writes, &json!({})).await.expect("apply");
+    assert_eq!(applied, Applied::Stored, "{id}");
+}
+
+/// Presences read back per topic, per socket and per connector; untracked ones are gone; a
+/// connector's topics are listed until forgotten.
+pub async fn presences_track_filter_and_untrack<S: Store>(store: &S, run: &str) {
+    let topic = format!("collab:document:{run}");
+    let (a, b) = (format!("{run}-a"), format!("{run}-b"));
+    let a1 = presence(&topic, &a, 1, "r1");
+    let a2 = presence(&topic, &a, 2, "r2");
+    let b1 = presence(&topic, &b, 1, "r3");
+    apply_writes(
+        store,
+        &format!("{run}-track"),
+        vec![
+            Write::Track(a1.clone()),
+            Write::Track(a2.clone()),
+            Write::Track(b1.clone()),
+        ],
+    )
+    .await;
+    let mut all = store
+        .presences(&topic, &PresenceFilter::All)
+        .await
+        .expect("all");
+    all.sort_by(|x, y| x.phx_ref.cmp(&y.phx_ref));
+    assert_eq!(all, vec![a1.clone(), a2.clone(), b1.clone()]);
+    let socket = PresenceFilter::Socket {
+        connector_id: a.clone(),
+        socket_id: 2,
+    };
+    assert_eq!(
+        store.presences(&topic, &socket).await.expect("socket"),
+        vec![a2.clone()]
+    );
+    let mut of_a = store
+        .presences(&topic, &PresenceFilter::Connector(a.clone()))
+        .await
+        .expect("connector");
+    of_a.sort_by(|x, y| x.phx_ref.cmp(&y.phx_ref));
+    assert_eq!(of_a, vec![a1.clone(), a2.clone()]);
+    assert!(store
+        .presence_connectors()
+        .await
+        .expect("connectors")
+        .contains(&a));
+    assert_eq!(
+        store.presence_topics(&a).await.expect("topics"),
+        vec![topic.clone()]
+    );
+
+    apply_writes(
+        store,
+        &format!("{run}-expire"),
+        vec![
+            Write::Untrack(a1),
+            Write::Untrack(a2),
+            Write::ForgetPresenceTopic {
+                connector_id: a.clone(),
+                topic: topic.clone(),
+            },
+        ],
+    )
+    .await;
+    assert_eq!(
+        store
+            .presences(&topic, &PresenceFilter::All)
+            .await
+            .expect("after"),
+        vec![b1]
+    );
+    assert!(store.presence_topics(&a).await.expect("topics").is_empty());
+    store.forget_connector(&a).await.expect("forget");
+    let connectors = store.presence_connectors().await.expect("connectors");
+    assert!(!connectors.contains(&a) && connectors.contains(&b));
 }

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
-use crate::{Applied, Campaign, Donation, Store, StoreError, Write};
+use crate::{
+    Applied, Campaign, Donation, Presence, PresenceFilter, Store, StoreError, Write,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS campaigns (
@@ -35,6 +37,20 @@ CREATE TABLE IF NOT EXISTS processed_commands (
 CREATE TABLE IF NOT EXISTS sequences (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS presences (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    connector_id TEXT NOT NULL,
+    socket_id INTEGER NOT NULL,
+    phx_ref TEXT NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (topic, connector_id, socket_id, phx_ref)
+);
+CREATE TABLE IF NOT EXISTS presence_topics (
+    connector_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    PRIMARY KEY (connector_id, topic)
 );
 ";
 
@@ -168,6 +184,74 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn presences(
+        &self,
+        topic: &str,
+        filter: &PresenceFilter,
+    ) -> Result<Vec<Presence>, StoreError> {
+        let topic = topic.to_owned();
+        let filter = filter.clone();
+        self.with_conn(move |conn| {
+            // The filters narrow by indexed columns; `admits` keeps the SQL to one statement.
+            let connector = match &filter {
+                PresenceFilter::All => None,
+                PresenceFilter::Socket { connector_id, .. }
+                | PresenceFilter::Connector(connector_id) => Some(connector_id.clone()),
+            };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM presences
+                     WHERE topic = ?1 AND (?2 IS NULL OR connector_id = ?2) ORDER BY seq",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![topic, connector], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?;
+            let mut found = Vec::new();
+            for body in rows {
+                let presence: Presence =
+                    serde_json::from_str(&body.map_err(unavailable)?).map_err(corrupt)?;
+                if filter.admits(&presence) {
+                    found.push(presence);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn presence_connectors(&self) -> Result<Vec<String>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT DISTINCT connector_id FROM presence_topics")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)).collect()
+        })
+        .await
+    }
+
+    async fn presence_topics(&self, connector_id: &str) -> Result<Vec<String>, StoreError> {
+        let connector_id = connector_id.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT topic FROM presence_topics WHERE connector_id = ?1")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([connector_id], |row| row.get::<_, String>(0))
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)).collect()
+        })
+        .await
+    }
+
+    async fn forget_connector(&self, _connector_id: &str) -> Result<(), StoreError> {
+        // Connectors are listed from their topics here, so one without topics is already gone.
+        Ok(())
+    }
+
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
         let sequence = sequence.to_owned();
         self.with_conn(move |conn| {
@@ -235,6 +319,50 @@ impl Store for EmbeddedStore {
                                ?3)
                              ON CONFLICT (id) DO NOTHING",
                             params![donation.id, donation.campaign_id, body],
+                        )
+                        .map_err(unavailable)?;
+                    }
+                    Write::Track(presence) => {
+                        let body = serde_json::to_string(presence).map_err(corrupt)?;
+                        tx.execute(
+                            "INSERT INTO presences (topic, connector_id, socket_id, phx_ref, body)
+                             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                            params![
+                                presence.topic,
+                                presence.connector_id,
+                                presence.socket_id as i64,
+                                presence.phx_ref,
+                                body
+                            ],
+                        )
+                        .map_err(unavailable)?;
+                        tx.execute(
+                            "INSERT INTO presence_topics (connector_id, topic) VALUES (?1, ?2)
+                             ON CONFLICT DO NOTHING",
+                            params![presence.connector_id, presence.topic],
+                        )
+                        .map_err(unavailable)?;
+                    }
+                    Write::Untrack(presence) => {
+                        tx.execute(
+                            "DELETE FROM presences WHERE topic = ?1 AND connector_id = ?2
+                             AND socket_id = ?3 AND phx_ref = ?4",
+                            params![
+                                presence.topic,
+                                presence.connector_id,
+                                presence.socket_id as i64,
+                                presence.phx_ref
+                            ],
+                        )
+                        .map_err(unavailable)?;
+                    }
+                    Write::ForgetPresenceTopic {
+                        connector_id,
+                        topic,
+                    } => {
+                        tx.execute(
+                            "DELETE FROM presence_topics WHERE connector_id = ?1 AND topic = ?2",
+                            params![connector_id, topic],
                         )
                         .map_err(unavailable)?;
                     }

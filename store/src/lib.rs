@@ -5,7 +5,7 @@
 //! processed twice changes nothing the second time.
 //!
 //! Layout:
-//! - [`model`]: the rows: campaigns and donations.
+//! - [`model`]: the rows: campaigns, donations and presences.
 //! - [`embedded`]: the embedded backend (SQLite in WAL mode, shareable by several processes
 //!   on one machine).
 //! - [`scylla`]: the ScyllaDB backend (CQL schema in `infra/cql/`).
@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use embedded::EmbeddedStore;
-pub use model::{Campaign, Donation, Visibility};
+pub use model::{Campaign, Donation, Presence, PresenceFilter, Visibility};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,17 @@ pub enum Write {
     PutCampaign(Campaign),
     /// Insert a donation.
     InsertDonation(Donation),
+    /// Track a presence (and remember that its connector has presences on its topic).
+    Track(Presence),
+    /// Stop tracking a presence.
+    Untrack(Presence),
+    /// Forget that a connector has presences on a topic (after they were all expired).
+    ForgetPresenceTopic {
+        /// The connector.
+        connector_id: String,
+        /// The channel topic.
+        topic: String,
+    },
 }
 
 /// What [`Store::apply`] did.
@@ -92,6 +103,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The next value of a named sequence (1, 2, 3, ...), unique across processes.
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError>;
+
+    /// The presences on `topic` that pass `filter`, in the order they were tracked where the
+    /// backend keeps one.
+    async fn presences(
+        &self,
+        topic: &str,
+        filter: &PresenceFilter,
+    ) -> Result<Vec<Presence>, StoreError>;
+
+    /// Connectors that may still have presences somewhere.
+    async fn presence_connectors(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Topics on which `connector_id` may still have presences.
+    async fn presence_topics(&self, connector_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Forgets `connector_id` in [`presence_connectors`](Store::presence_connectors) once it
+    /// has no topics left; a no-op while it has.
+    async fn forget_connector(&self, connector_id: &str) -> Result<(), StoreError>;
 
     /// Stores `writes` and `outcome` for `command_id` atomically, once.
     async fn apply(

@@ -63,3 +63,52 @@ pub struct Donation {
     /// When it was accepted (RFC 3339).
     pub inserted_at: String,
 }
+
+/// One tracked presence: a socket's join of a channel topic, listed under `key` with `meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The channel topic.
+    pub topic: String,
+    /// The presence key (the user id).
+    pub key: String,
+    /// The meta's unique reference (also inside `meta`).
+    pub phx_ref: String,
+    /// The meta as clients see it (`phx_ref` included).
+    pub meta: serde_json::Value,
+    /// The connector holding the socket; its presences go when its lease lapses.
+    pub connector_id: String,
+    /// The socket on that connector.
+    pub socket_id: u64,
+    /// The join (the connector's join id) that tracked it, so a leave removes only its own.
+    pub join_id: String,
+}
+
+/// Which presences of a topic to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceFilter {
+    /// Every presence on the topic.
+    All,
+    /// Those of one socket.
+    Socket {
+        /// The connector holding the socket.
+        connector_id: String,
+        /// The socket.
+        socket_id: u64,
+    },
+    /// Those of every socket of one connector.
+    Connector(String),
+}
+
+impl PresenceFilter {
+    /// Whether `presence` passes the filter.
+    pub fn admits(&self, presence: &Presence) -> bool {
+        match self {
+            PresenceFilter::All => true,
+            PresenceFilter::Socket {
+                connector_id,
+                socket_id,
+            } => presence.connector_id == *connector_id && presence.socket_id == *socket_id,
+            PresenceFilter::Connector(connector_id) => presence.connector_id == *connector_id,
+        }
+    }
+}

@@ -9,7 +9,7 @@
 //! 1. a `done` key means the command was applied: return its outcome;
 //! 2. write a `pending` key holding the writes and the outcome;
 //! 3. compare-and-set the campaign row on its version, recording the command id in it;
-//! 4. insert the donations (idempotent by id), then mark the key `done`.
+//! 4. insert the donations and presence rows (idempotent by key), then mark the key `done`.
 //!
 //! After a crash between 3 and 4, the next attempt finds the `pending` key, sees from the
 //! campaign row that step 3 happened, and finishes the stored writes instead of deciding again,
@@ -28,7 +28,9 @@ use scylla::value::{CqlValue, Row};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::{Applied, Campaign, Donation, Store, StoreError, Write};
+use futures_util::StreamExt;
+
+use crate::{Applied, Campaign, Donation, Presence, PresenceFilter, Store, StoreError, Write};
 
 /// Donations per partition of `donations_by_campaign`.
 pub const BUCKET_SIZE: u64 = 10_000;
@@ -119,10 +121,21 @@ struct Statements {
     sequence: PreparedStatement,
     create_sequence: PreparedStatement,
     advance_sequence: PreparedStatement,
+    presences: PreparedStatement,
+    presences_of_connector: PreparedStatement,
+    presences_of_socket: PreparedStatement,
+    track: PreparedStatement,
+    untrack: PreparedStatement,
+    add_presence_topic: PreparedStatement,
+    forget_presence_topic: PreparedStatement,
+    presence_topics: PreparedStatement,
+    add_presence_connector: PreparedStatement,
+    presence_connectors: PreparedStatement,
+    forget_presence_connector: PreparedStatement,
 }
 
 /// The CQL of every statement, with `{keyspace}` to substitute.
-pub const CQL: [(&str, &str); 11] = [
+pub const CQL: [(&str, &str); 22] = [
     ("campaign", "SELECT body, version, last_command FROM {keyspace}.campaigns WHERE id = ?"),
     (
         "create_campaign",
@@ -154,6 +167,41 @@ pub const CQL: [(&str, &str); 11] = [
     (
         "advance_sequence",
         "UPDATE {keyspace}.sequences SET value = ? WHERE name = ? IF value = ?",
+    ),
+    ("presences", "SELECT body FROM {keyspace}.presence WHERE topic = ?"),
+    (
+        "presences_of_connector",
+        "SELECT body FROM {keyspace}.presence WHERE topic = ? AND connector_id = ?",
+    ),
+    (
+        "presences_of_socket",
+        "SELECT body FROM {keyspace}.presence WHERE topic = ? AND connector_id = ? AND socket_id = ?",
+    ),
+    (
+        "track",
+        "INSERT INTO {keyspace}.presence (topic, connector_id, socket_id, phx_ref, body) VALUES (?, ?, ?, ?, ?)",
+    ),
+    (
+        "untrack",
+        "DELETE FROM {keyspace}.presence WHERE topic = ? AND connector_id = ? AND socket_id = ? AND phx_ref = ?",
+    ),
+    (
+        "add_presence_topic",
+        "INSERT INTO {keyspace}.presence_by_connector (connector_id, topic) VALUES (?, ?)",
+    ),
+    (
+        "forget_presence_topic",
+        "DELETE FROM {keyspace}.presence_by_connector WHERE connector_id = ? AND topic = ?",
+    ),
+    ("presence_topics", "SELECT topic FROM {keyspace}.presence_by_connector WHERE connector_id = ?"),
+    (
+        "add_presence_connector",
+        "INSERT INTO {keyspace}.presence_connectors (shard, connector_id) VALUES (0, ?)",
+    ),
+    ("presence_connectors", "SELECT connector_id FROM {keyspace}.presence_connectors WHERE shard = 0"),
+    (
+        "forget_presence_connector",
+        "DELETE FROM {keyspace}.presence_connectors WHERE shard = 0 AND connector_id = ?",
     ),
 ];
 
@@ -197,6 +245,17 @@ impl ScyllaStore {
             sequence: next()?,
             create_sequence: next()?,
             advance_sequence: next()?,
+            presences: next()?,
+            presences_of_connector: next()?,
+            presences_of_socket: next()?,
+            track: next()?,
+            untrack: next()?,
+            add_presence_topic: next()?,
+            forget_presence_topic: next()?,
+            presence_topics: next()?,
+            add_presence_connector: next()?,
+            presence_connectors: next()?,
+            forget_presence_connector: next()?,
         };
         Ok(Self {
             session: Arc::new(session),
@@ -242,6 +301,27 @@ impl ScyllaStore {
             .map_err(corrupt)?
             .maybe_first_row::<Row>()
             .map_err(corrupt)
+    }
+
+    /// Runs a query whose rows have one text column, reading every page.
+    async fn rows(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<String>, StoreError> {
+        let _permit = self.permits.acquire().await.map_err(unavailable)?;
+        let mut rows = self
+            .session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(unavailable)?
+            .rows_stream::<(String,)>()
+            .map_err(corrupt)?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next().await {
+            found.push(row.map_err(unavailable)?.0);
+        }
+        Ok(found)
     }
 
     /// Runs a statement that returns no rows (or whose rows do not matter).
@@ -308,14 +388,50 @@ impl ScyllaStore {
     async fn finish(&self, command_id: &str, writes: &[Write]) -> Result<(), StoreError> {
         let count = writes.iter().find_map(|w| match w {
             Write::PutCampaign(c) => Some(c.donation_count),
-            Write::InsertDonation(_) => None,
+            _ => None,
         });
         for write in writes {
-            if let Write::InsertDonation(donation) = write {
-                // The donation is the campaign's `donation_count`-th; the campaign write of the
-                // same command carries that count.
-                let seq = count.unwrap_or_default();
-                self.insert_donation(donation, seq).await?;
+            match write {
+                // Written by the compare-and-set step.
+                Write::PutCampaign(_) => {}
+                Write::InsertDonation(donation) => {
+                    // The donation is the campaign's `donation_count`-th; the campaign write
+                    // of the same command carries that count.
+                    let seq = count.unwrap_or_default();
+                    self.insert_donation(donation, seq).await?;
+                }
+                Write::Track(p) => {
+                    let body = serde_json::to_string(p).map_err(corrupt)?;
+                    let socket = i64::try_from(p.socket_id).map_err(corrupt)?;
+                    let s = &self.statements;
+                    self.run(&s.add_presence_connector, (&p.connector_id,))
+                        .await?;
+                    self.run(&s.add_presence_topic, (&p.connector_id, &p.topic))
+                        .await?;
+                    self.run(
+                        &s.track,
+                        (&p.topic, &p.connector_id, socket, &p.phx_ref, &body),
+                    )
+                    .await?;
+                }
+                Write::Untrack(p) => {
+                    let socket = i64::try_from(p.socket_id).map_err(corrupt)?;
+                    self.run(
+                        &self.statements.untrack,
+                        (&p.topic, &p.connector_id, socket, &p.phx_ref),
+                    )
+                    .await?;
+                }
+                Write::ForgetPresenceTopic {
+                    connector_id,
+                    topic,
+                } => {
+                    self.run(
+                        &self.statements.forget_presence_topic,
+                        (connector_id, topic),
+                    )
+                    .await?;
+                }
             }
         }
         self.run(&self.statements.mark_done, (command_id,)).await
@@ -358,7 +474,7 @@ fn bigint(row: &Row, index: usize) -> Option<i64> {
 fn campaign_write(writes: &[Write]) -> Result<Option<&Campaign>, StoreError> {
     let mut campaigns = writes.iter().filter_map(|w| match w {
         Write::PutCampaign(c) => Some(c),
-        Write::InsertDonation(_) => None,
+        _ => None,
     });
     let first = campaigns.next();
     if campaigns.next().is_some() {
@@ -418,6 +534,52 @@ impl Store for ScyllaStore {
         }
         let outcome = text(&row, 2).ok_or_else(|| corrupt("key without outcome"))?;
         serde_json::from_str(&outcome).map(Some).map_err(corrupt)
+    }
+
+    async fn presences(
+        &self,
+        topic: &str,
+        filter: &PresenceFilter,
+    ) -> Result<Vec<Presence>, StoreError> {
+        let s = &self.statements;
+        let result = match filter {
+            PresenceFilter::All => self.rows(&s.presences, (topic,)).await?,
+            PresenceFilter::Connector(c) => {
+                self.rows(&s.presences_of_connector, (topic, c)).await?
+            }
+            PresenceFilter::Socket {
+                connector_id,
+                socket_id,
+            } => {
+                let socket = i64::try_from(*socket_id).map_err(corrupt)?;
+                self.rows(&s.presences_of_socket, (topic, connector_id, socket))
+                    .await?
+            }
+        };
+        result
+            .iter()
+            .map(|body| serde_json::from_str(body).map_err(corrupt))
+            .collect()
+    }
+
+    async fn presence_connectors(&self) -> Result<Vec<String>, StoreError> {
+        self.rows(&self.statements.presence_connectors, ()).await
+    }
+
+    async fn presence_topics(&self, connector_id: &str) -> Result<Vec<String>, StoreError> {
+        self.rows(&self.statements.presence_topics, (connector_id,))
+            .await
+    }
+
+    async fn forget_connector(&self, connector_id: &str) -> Result<(), StoreError> {
+        if self.presence_topics(connector_id).await?.is_empty() {
+            self.run(
+                &self.statements.forget_presence_connector,
+                (connector_id,),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
@@ -509,7 +671,7 @@ mod tests {
     fn schema_statements_substitute_and_split() {
         let statements =
             schema_statements("fk", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
-        assert_eq!(statements.len(), 6, "{statements:#?}");
+        assert_eq!(statements.len(), 8, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS fk"));
         assert!(statements[0].contains("'replication_factor': 1"));
         for statement in &statements {

@@ -141,6 +141,11 @@ pub enum CommandKind {
     Join {
         /// The join params.
         params: Value,
+        /// The connector already holds this topic's presence state (it has other sockets on
+        /// it): the processor pushes `presence_state` with a null payload, and the connector
+        /// fills it in, so the whole list does not travel the log for every join.
+        #[serde(default)]
+        presence_known: bool,
     },
     /// A channel event (`handle_in`).
     Event {
@@ -151,6 +156,9 @@ pub enum CommandKind {
     },
     /// `phx_leave`, or the socket closed while joined; no reply is expected.
     Leave,
+    /// Sent by a processor, not a connector: the connector in `socket.connector_id` stopped
+    /// heart-beating, so its presences on `topic` are dropped. No reply is expected.
+    Expire,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -163,17 +171,22 @@ struct CommandWire {
     event: Option<String>,
     payload_json: String,
     received_at: String,
+    presence_known: bool,
 }
 
 impl Command {
     /// Encodes this command for the log.
     pub fn encode(&self) -> Result<Bytes, RecordError> {
-        let (kind, event, payload) = match &self.kind {
-            CommandKind::Join { params } => ("JOIN", None, json_text(params)),
+        let (kind, event, payload, presence_known) = match &self.kind {
+            CommandKind::Join {
+                params,
+                presence_known,
+            } => ("JOIN", None, json_text(params), *presence_known),
             CommandKind::Event { event, payload } => {
-                ("EVENT", Some(event.clone()), json_text(payload))
+                ("EVENT", Some(event.clone()), json_text(payload), false)
             }
-            CommandKind::Leave => ("LEAVE", None, "null".to_owned()),
+            CommandKind::Leave => ("LEAVE", None, "null".to_owned(), false),
+            CommandKind::Expire => ("EXPIRE", None, "null".to_owned(), false),
         };
         let wire = CommandWire {
             id: self.id.clone(),
@@ -184,6 +197,7 @@ impl Command {
             event,
             payload_json: payload,
             received_at: self.received_at.clone(),
+            presence_known,
         };
         avro::encode("Command", &wire).map_err(|e| RecordError::encode("command", e))
     }
@@ -194,9 +208,13 @@ impl Command {
             avro::decode("Command", bytes).map_err(|e| RecordError::decode("command", e))?;
         let payload = parse_json("command", &wire.payload_json)?;
         let kind = match (wire.kind.as_str(), wire.event) {
-            ("JOIN", _) => CommandKind::Join { params: payload },
+            ("JOIN", _) => CommandKind::Join {
+                params: payload,
+                presence_known: wire.presence_known,
+            },
             ("EVENT", Some(event)) => CommandKind::Event { event, payload },
             ("LEAVE", _) => CommandKind::Leave,
+            ("EXPIRE", _) => CommandKind::Expire,
             (other, _) => return Err(RecordError::decode("command", format!("bad kind {other}"))),
         };
         Ok(Self {
@@ -311,6 +329,30 @@ impl Delivery {
             reply,
             pushes,
         })
+    }
+}
+
+/// A connector saying it is alive, appended to [`HEARTBEATS`](crate::names::HEARTBEATS)
+/// several times per lease. Processors drop the presences of a connector whose lease lapsed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The connector (the `connector_id` of its sockets' [`SocketRef`]s).
+    pub connector_id: String,
+    /// How long after this heartbeat the connector counts as gone, in milliseconds.
+    pub lease_ms: i64,
+    /// When it was sent (RFC 3339, UTC).
+    pub sent_at: String,
+}
+
+impl Heartbeat {
+    /// Encodes this heartbeat for the log.
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        avro::encode("Heartbeat", self).map_err(|e| RecordError::encode("heartbeat", e))
+    }
+
+    /// Decodes a heartbeat read from the log.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        avro::decode("Heartbeat", bytes).map_err(|e| RecordError::decode("heartbeat", e))
     }
 }
 

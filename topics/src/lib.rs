@@ -9,6 +9,7 @@
 //! - [`routes`]: which channel topics exist at all (`donations:campaign:<id>`, ...).
 //! - [`avro`]: Avro single-object encoding with schema evolution (`topics/schemas/`).
 //! - [`events`]: domain events for analytics.
+//! - [`presence`]: presence payloads and how diffs combine.
 //! - [`log`]: the log interface and its backends: embedded (file-backed) and Kafka.
 
 pub mod avro;
@@ -16,10 +17,11 @@ pub mod envelope;
 pub mod events;
 pub mod log;
 pub mod names;
+pub mod presence;
 pub mod routes;
 
 pub use envelope::{
-    Audience, Broadcast, Claims, Command, CommandKind, Delivery, Push, RecordError, ReplyBody,
+    Audience, Broadcast, Claims, Command, CommandKind, Delivery, Heartbeat, Push, RecordError, ReplyBody,
     SocketRef, Transform,
 };
 pub use log::{Log, LogError, Record, StartAt, Subscription};

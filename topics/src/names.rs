@@ -69,8 +69,24 @@ pub const DEAD_LETTERS: TopicSpec = TopicSpec {
     retention_ms: 30 * DAY_MS,
 };
 
+/// Connector heartbeats, keyed by connector id; every processor reads them all to expire the
+/// presences of connectors that went silent.
+pub const HEARTBEATS: TopicSpec = TopicSpec {
+    name: "fawkes.heartbeats",
+    partitions: 1,
+    // Read from the live end; only the last lease matters.
+    retention_ms: HOUR_MS,
+};
+
 /// Every topic Fawkes uses.
-pub const ALL: [TopicSpec; 5] = [COMMANDS, DELIVERIES, BROADCASTS, EVENTS, DEAD_LETTERS];
+pub const ALL: [TopicSpec; 6] = [
+    COMMANDS,
+    DELIVERIES,
+    BROADCASTS,
+    EVENTS,
+    DEAD_LETTERS,
+    HEARTBEATS,
+];
 
 /// The partition a key maps to: FNV-1a over the key bytes, modulo the partition count.
 ///

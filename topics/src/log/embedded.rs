@@ -471,8 +471,8 @@ impl Consumer for EmbeddedConsumer {
         Ok(())
     }
 
-    fn assigned(&self) -> usize {
-        self.positions.len()
+    fn assigned(&self) -> Vec<u32> {
+        self.positions.iter().map(|(partition, _)| *partition).collect()
     }
 
     fn take_revoked(&mut self) -> Vec<u32> {

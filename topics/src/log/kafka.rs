@@ -449,10 +449,15 @@ impl Consumer for KafkaConsumer {
             .map_err(kafka)
     }
 
-    fn assigned(&self) -> usize {
+    fn assigned(&self) -> Vec<u32> {
         self.consumer
             .assignment()
-            .map(|list| list.count())
+            .map(|list| {
+                list.elements()
+                    .iter()
+                    .filter_map(|e| u32::try_from(e.partition()).ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -140,8 +140,8 @@ pub trait Consumer: Send + std::fmt::Debug {
     /// a no-op for partition consumers).
     async fn commit(&mut self, record: &Record) -> Result<(), LogError>;
 
-    /// How many partitions this consumer reads now (for a group member: its assignment).
-    fn assigned(&self) -> usize;
+    /// The partitions this consumer reads now (for a group member: its assignment).
+    fn assigned(&self) -> Vec<u32>;
 
     /// Partitions this group member lost since the last call (a rebalance gave them to another
     /// member). Their uncommitted records must not be processed or committed any further.
