@@ -155,6 +155,13 @@ pub struct SocketArgs {
     /// Frames queued per socket before it is closed as too slow (1013).
     #[arg(long, env = "FAWKES_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+    /// How long this connector's presences outlive its last heartbeat, e.g. 10s: the time
+    /// users of a crashed connector stay listed. It heartbeats four times per lease.
+    #[arg(long, env = "FAWKES_PRESENCE_LEASE", default_value = "10s", value_parser = parse_ttl)]
+    pub presence_lease: Duration,
+    /// Presence diffs of one topic are folded and sent once per window, in milliseconds.
+    #[arg(long, env = "FAWKES_PRESENCE_WINDOW_MS", default_value_t = 25)]
+    pub presence_window_ms: u64,
 }
 
 impl SocketArgs {
@@ -170,6 +177,12 @@ impl SocketArgs {
         if self.outbound_queue == 0 {
             problems.push("FAWKES_OUTBOUND_QUEUE must be at least 1".to_owned());
         }
+        if self.presence_lease < Duration::from_secs(1) {
+            problems.push("FAWKES_PRESENCE_LEASE must be at least 1s".to_owned());
+        }
+        if !(1..=1000).contains(&self.presence_window_ms) {
+            problems.push("FAWKES_PRESENCE_WINDOW_MS must be between 1 and 1000".to_owned());
+        }
         if self.jwt_secret.as_deref() == Some("") {
             problems.push("FAWKES_JWT_SECRET is set but empty".to_owned());
         }
@@ -183,6 +196,8 @@ impl SocketArgs {
         config.max_frame_bytes = self.max_frame_bytes;
         config.outbound_queue = self.outbound_queue;
         config.channel_rate_limit = self.channel_rate_limit;
+        config.presence_lease = self.presence_lease;
+        config.presence_window = Duration::from_millis(self.presence_window_ms);
         config
     }
 }
@@ -268,8 +283,9 @@ pub struct ConnectorArgs {
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// This connector's id (deliveries are keyed by it); unique per process. Generated when
-    /// absent.
+    /// Name of this connector (e.g. the pod name); its id on the log is the name plus a
+    /// per-process suffix, so a restarted connector never inherits its previous life's
+    /// presences.
     #[arg(long, env = "FAWKES_CONNECTOR_ID")]
     pub connector_id: Option<String>,
 }
@@ -306,6 +322,10 @@ pub struct ProcessorArgs {
     /// Commands queued per partition before the partition is paused.
     #[arg(long, env = "FAWKES_PARTITION_QUEUE", default_value_t = 256)]
     pub partition_queue: usize,
+    /// Lease of connectors not heard from since this processor started (heartbeats carry
+    /// each connector's own lease), e.g. 10s.
+    #[arg(long, env = "FAWKES_PRESENCE_LEASE", default_value = "10s", value_parser = parse_ttl)]
+    pub presence_lease: Duration,
     /// Do not create the demo campaigns.
     #[arg(long, env = "FAWKES_NO_SEED")]
     pub no_seed: bool,

@@ -42,8 +42,12 @@ pub async fn run(
 
     let processors_stop = CancellationToken::new();
     let registry = prometheus::Registry::new();
+    let runner_config = RunnerConfig {
+        lease: args.socket.presence_lease,
+        ..RunnerConfig::default()
+    };
     let runner = tokio::spawn(processors::run(
-        RunnerConfig::default(),
+        runner_config,
         log.clone(),
         store,
         ProcessorMetrics::new(&registry),

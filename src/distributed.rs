@@ -32,10 +32,9 @@ pub async fn connector(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let connector_id = args
-        .connector_id
-        .clone()
-        .unwrap_or_else(|| crate::unique_id("connector"));
+    // Always unique per process: a restarted connector must not keep the presences of its
+    // previous life alive with its heartbeats.
+    let connector_id = crate::unique_id(args.connector_id.as_deref().unwrap_or("connector"));
     let mut problems = args.socket.problems();
     if args.socket.jwt_secret.is_none() {
         problems.push(
@@ -122,6 +121,7 @@ pub async fn processor(
         group: args.group.clone(),
         partition_queue: args.partition_queue,
         partitions: args.partitions.clone().map(|p| p.0),
+        lease: args.presence_lease,
         ..RunnerConfig::default()
     };
     let ran = processors::run(config, log, store, metrics, shutdown.clone()).await;

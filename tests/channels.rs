@@ -36,6 +36,12 @@ async fn heartbeat_and_join_reply_shapes() {
             ok(json!({}))
         ])
     );
+    // presence_state comes first (an anonymous socket sees who is there without being listed).
+    let presence = c.recv().await;
+    assert_eq!(
+        presence,
+        json!(["j1", null, "donations:campaign:1", "presence_state", {}])
+    );
     let state = c.recv().await;
     assert_eq!(state[0], "j1");
     assert_eq!(state[1], Value::Null);

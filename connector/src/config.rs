@@ -23,6 +23,11 @@ pub struct ConnectorConfig {
     pub drain_timeout: Duration,
     /// The `reconnect_delay` (ms) suggested to clients in `shutdown_notice`.
     pub reconnect_delay_ms: u64,
+    /// How long this connector's presences outlive its last heartbeat (it heartbeats four
+    /// times per lease): the time a crashed connector's users stay listed.
+    pub presence_lease: Duration,
+    /// Presence diffs of one topic are folded and sent once per window.
+    pub presence_window: Duration,
 }
 
 impl ConnectorConfig {
@@ -37,6 +42,8 @@ impl ConnectorConfig {
             channel_rate_limit: 10,
             drain_timeout: Duration::from_secs(10),
             reconnect_delay_ms: 1000,
+            presence_lease: Duration::from_secs(10),
+            presence_window: Duration::from_millis(25),
         }
     }
 }

@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 use topics::names::{partition_for, TopicSpec, BROADCASTS, DELIVERIES};
 use topics::{Broadcast, Delivery, Log, LogError, Record, StartAt, Subscription};
 
+use topics::presence::PresenceDiff;
+
 use crate::metrics::Metrics;
+use crate::presence::{self, Replicas};
 use crate::registry::{Outbound, Registry, Sessions};
 use crate::serializer::{encode_push, Frame, Vsn};
 
@@ -54,21 +57,51 @@ impl RecentIds {
     }
 }
 
-/// Delivers one broadcast to the local subscribers of its topic.
-pub fn fan_out(broadcast: &Broadcast, registry: &Registry, sessions: &Sessions, metrics: &Metrics) {
+/// Where a broadcast read from the log goes on this connector.
+#[derive(Debug)]
+pub struct Targets {
+    /// Topic subscriptions.
+    pub registry: Arc<Registry>,
+    /// Open sessions (for `disconnect`).
+    pub sessions: Arc<Sessions>,
+    /// Presence replicas, which take `presence_diff`s to fold and send per window.
+    pub replicas: Arc<Replicas>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// Hands one broadcast to the local subscribers of its topic: `disconnect` on a user's socket
+/// topic closes their sockets, presence diffs go to the topic's replica (sent at its next
+/// flush), everything else is written at once.
+pub fn fan_out(broadcast: &Broadcast, targets: &Targets) {
     if broadcast.event == "disconnect" {
         if let Some(user_id) = broadcast.topic.strip_prefix(USER_SOCKET_PREFIX) {
-            for handle in sessions.of_user(user_id) {
+            for handle in targets.sessions.of_user(user_id) {
                 handle.offer(Outbound::Close(1001, "disconnected"));
             }
             return;
         }
     }
+    if broadcast.event == presence::DIFF {
+        if let Some(diff) = PresenceDiff::from_value(&broadcast.payload) {
+            targets.metrics.presence_diffs.inc();
+            if targets.registry.has_subscribers(&broadcast.topic) {
+                targets.replicas.on_diff(&broadcast.topic, &diff);
+            }
+            return;
+        }
+    }
+    deliver(broadcast, &targets.registry, &targets.metrics);
+}
+
+/// Writes one broadcast to every local subscriber of its topic, encoded once per variant.
+pub fn deliver(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
     let subscribers = registry.subscribers(&broadcast.topic);
     if subscribers.is_empty() {
         return;
     }
     metrics.broadcasts.inc();
+    let topic: Arc<str> = Arc::from(broadcast.topic.as_str());
     let mut encoded: HashMap<(Vsn, u64), Utf8Bytes> = HashMap::new();
     for handle in subscribers {
         let mask = broadcast.mask_for(&handle.claims);
@@ -87,7 +120,9 @@ pub fn fan_out(broadcast: &Broadcast, registry: &Registry, sessions: &Sessions, 
                 }
             })
             .clone();
-        if !handle.offer(Outbound::Text(frame)) && handle.overflow.is_cancelled() {
+        if !handle.offer(Outbound::Broadcast(topic.clone(), frame))
+            && handle.overflow.is_cancelled()
+        {
             metrics.slow_consumers.inc();
         }
     }
@@ -142,9 +177,7 @@ pub async fn deliveries(
 /// Reads every broadcast from the live end of the log and fans it out locally.
 pub async fn broadcasts(
     log: Arc<dyn Log>,
-    registry: Arc<Registry>,
-    sessions: Arc<Sessions>,
-    metrics: Metrics,
+    targets: Targets,
     shutdown: CancellationToken,
 ) -> Result<(), LogError> {
     let mut recent = RecentIds::new(65_536);
@@ -152,7 +185,7 @@ pub async fn broadcasts(
     tail(&*log, BROADCASTS, partitions, &shutdown, |record| {
         match Broadcast::decode(&record.value) {
             Ok(broadcast) if recent.first_time(&broadcast.id) => {
-                fan_out(&broadcast, &registry, &sessions, &metrics);
+                fan_out(&broadcast, &targets);
             }
             Ok(_) => {}
             Err(error) => {
@@ -184,7 +217,6 @@ mod tests {
     #[test]
     fn one_encoding_per_variant_shared_by_subscribers() {
         let registry = Registry::default();
-        let sessions = Sessions::default();
         let metrics = Metrics::new(prometheus::Registry::new());
         let mut receivers = Vec::new();
         for (id, user) in [(1, "1"), (2, "7"), (3, "8")] {
@@ -219,10 +251,10 @@ mod tests {
                 },
             }],
         };
-        fan_out(&broadcast, &registry, &sessions, &metrics);
+        deliver(&broadcast, &registry, &metrics);
         let mut texts = Vec::new();
         for rx in &mut receivers {
-            let Ok(Outbound::Text(text)) = rx.try_recv() else {
+            let Ok(Outbound::Broadcast(_, text)) = rx.try_recv() else {
                 panic!("a frame per subscriber")
             };
             texts.push(text);

@@ -9,6 +9,8 @@
 //! - [`auth`]: JWT verification and the `authToken` sub-protocol.
 //! - [`registry`]: live sessions and topic subscriptions.
 //! - [`fanout`]: deliveries and broadcasts from the log to sockets.
+//! - [`presence`]: presence replicas and per-window folding of presence diffs.
+//! - [`heartbeat`]: the lease that keeps this connector's presences alive.
 //! - `websocket`: the WebSocket transport and session task.
 //! - `http`: routes: socket, `/api/*`, health, metrics.
 //! - [`metrics`]: Prometheus metrics.
@@ -17,7 +19,9 @@
 pub mod auth;
 pub mod config;
 pub mod fanout;
+pub mod heartbeat;
 pub mod metrics;
+pub mod presence;
 pub mod registry;
 pub mod serializer;
 pub mod session;
@@ -60,6 +64,7 @@ pub(crate) struct App {
     auth: Authenticator,
     registry: Arc<registry::Registry>,
     sessions: Arc<registry::Sessions>,
+    replicas: Arc<presence::Replicas>,
     metrics: Metrics,
     next_socket: AtomicU64,
     /// Fires when the connector starts draining.
@@ -87,6 +92,7 @@ pub async fn run(
         auth: Authenticator::new(&config.jwt_secret)?,
         registry: Arc::default(),
         sessions: Arc::default(),
+        replicas: Arc::default(),
         metrics: metrics.clone(),
         next_socket: AtomicU64::new(1),
         shutdown: shutdown.clone(),
@@ -102,11 +108,24 @@ pub async fn run(
         app.sessions.clone(),
         streams.clone(),
     ));
-    let broadcasts = tokio::spawn(fanout::broadcasts(
-        log,
+    let targets = fanout::Targets {
+        registry: app.registry.clone(),
+        sessions: app.sessions.clone(),
+        replicas: app.replicas.clone(),
+        metrics: metrics.clone(),
+    };
+    let broadcasts = tokio::spawn(fanout::broadcasts(log.clone(), targets, streams.clone()));
+    let flusher = tokio::spawn(presence::flush_every(
+        app.config.presence_window,
+        app.replicas.clone(),
         app.registry.clone(),
-        app.sessions.clone(),
         metrics,
+        streams.clone(),
+    ));
+    let heartbeats = tokio::spawn(heartbeat::beat(
+        log,
+        app.config.connector_id.clone(),
+        app.config.presence_lease,
         streams.clone(),
     ));
     tokio::task::yield_now().await;
@@ -137,7 +156,10 @@ pub async fn run(
     {
         tracing::warn!("drain timeout reached with sockets still open");
     }
+    // Sessions have closed and sent their leaves; stop heart-beating only now, so a drained
+    // connector's presences go by their leaves rather than by expiry.
     streams.cancel();
+    let _ = tokio::join!(flusher, heartbeats);
     served.map_err(ConnectorError::from)
 }
 

@@ -27,6 +27,12 @@ pub struct Metrics {
     pub broadcasts: IntCounter,
     /// Sockets closed because their outbound queue was full.
     pub slow_consumers: IntCounter,
+    /// `presence_diff` broadcasts read from the log.
+    pub presence_diffs: IntCounter,
+    /// Folded presence diffs sent (one per topic per window with changes).
+    pub presence_flushes: IntCounter,
+    /// Topics whose presence this connector holds a replica of.
+    pub presence_topics: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -51,7 +57,24 @@ impl Metrics {
         let connections = IntGauge::new("fawkes_connections", "Open sockets.")
             .unwrap_or_else(|_| unreachable!("valid metric name"));
         let _ = registry.register(Box::new(connections.clone()));
+        let presence_topics = IntGauge::new(
+            "fawkes_presence_topics",
+            "Topics whose presence this connector holds a replica of.",
+        )
+        .unwrap_or_else(|_| unreachable!("valid metric name"));
+        let _ = registry.register(Box::new(presence_topics.clone()));
         Self {
+            presence_topics,
+            presence_diffs: counter(
+                &registry,
+                "fawkes_presence_diffs_total",
+                "Presence diffs read from the log.",
+            ),
+            presence_flushes: counter(
+                &registry,
+                "fawkes_presence_flushes_total",
+                "Folded presence diffs sent, one per topic per window with changes.",
+            ),
             connections,
             connections_accepted: counter(
                 &registry,

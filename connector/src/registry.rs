@@ -19,8 +19,9 @@ const SHARDS: u32 = 32;
 /// What a session task is sent.
 #[derive(Debug)]
 pub enum Outbound {
-    /// An encoded frame to write as is (a broadcast, shared by every subscriber).
-    Text(Utf8Bytes),
+    /// An encoded broadcast on a topic, shared by every subscriber: written as is, or held
+    /// while the socket's join of the topic is still being answered.
+    Broadcast(Arc<str>, Utf8Bytes),
     /// A reply and pushes from a processor, for the session state machine.
     Delivery(Delivery),
     /// Close the socket with this code (forced disconnect).
@@ -145,6 +146,14 @@ impl Registry {
         }
     }
 
+    /// Whether any session here is subscribed to `topic`.
+    pub fn has_subscribers(&self, topic: &str) -> bool {
+        self.shard(topic)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(topic)
+    }
+
     /// The sessions subscribed to `topic` (a snapshot, so no lock is held while sending).
     pub fn subscribers(&self, topic: &str) -> Vec<SessionHandle> {
         self.shard(topic)
@@ -186,9 +195,10 @@ mod tests {
     #[test]
     fn a_full_queue_marks_the_session_slow() {
         let (h, _rx) = handle(1);
-        assert!(h.offer(Outbound::Text("a".into())));
+        let topic: Arc<str> = Arc::from("t");
+        assert!(h.offer(Outbound::Broadcast(topic.clone(), "a".into())));
         assert!(!h.overflow.is_cancelled());
-        assert!(!h.offer(Outbound::Text("b".into())));
+        assert!(!h.offer(Outbound::Broadcast(topic, "b".into())));
         assert!(h.overflow.is_cancelled());
     }
 }

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use axum::extract::ws::Utf8Bytes;
+
 use serde_json::{json, Value};
 use topics::routes::route;
 use topics::{CommandKind, Delivery};
@@ -20,12 +22,19 @@ use crate::serializer::{
 pub const MAX_CHANNELS: usize = 100;
 /// Most messages held for a channel whose join is still being decided.
 const MAX_QUEUED: usize = 100;
+/// Most broadcasts held for a channel whose join is still being decided; more means the
+/// socket cannot keep up.
+const MAX_HELD: usize = 1024;
 
 /// Something the session task must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Write a frame to the socket.
     Send(Frame),
+    /// Write an already encoded broadcast frame (shared with other subscribers) as is.
+    Forward(Utf8Bytes),
+    /// The socket fell too far behind (too many broadcasts held for a join): close it.
+    Overflow,
     /// Append a command to the log.
     Command {
         /// The channel topic.
@@ -37,7 +46,9 @@ pub enum Action {
         /// What is asked.
         kind: CommandKind,
     },
-    /// Start delivering broadcasts on a topic to this socket.
+    /// Start delivering broadcasts on a topic to this socket. Issued before the join command
+    /// is sent, so no broadcast that follows the join's decision can be missed; the session
+    /// holds them until the join is answered.
     Subscribe(String),
     /// Stop delivering broadcasts on a topic to this socket.
     Unsubscribe(String),
@@ -55,6 +66,9 @@ enum State {
         replaced: Option<Option<String>>,
         /// Messages that arrived before the join was answered.
         queued: Vec<Message>,
+        /// Broadcasts that arrived before the join was answered, written after its reply
+        /// and pushes (so `presence_state` comes before the diffs that follow it).
+        held: Vec<Utf8Bytes>,
     },
     Joined,
 }
@@ -212,10 +226,7 @@ impl Session {
         let replaced = match self.channels.remove(&msg.topic) {
             Some(old) => {
                 // Duplicate join: the old channel ends now; its phx_close follows the new
-                // join's reply (PROTOCOL.md §4.2).
-                if matches!(old.state, State::Joined) {
-                    out.push(Action::Unsubscribe(msg.topic.clone()));
-                }
+                // join's reply (PROTOCOL.md §4.2). The subscription carries over.
                 out.push(Action::Command {
                     topic: msg.topic.clone(),
                     join_id: old.join_id,
@@ -234,7 +245,10 @@ impl Session {
                 ));
                 return;
             }
-            None => None,
+            None => {
+                out.push(Action::Subscribe(msg.topic.clone()));
+                None
+            }
         };
         self.next_join += 1;
         let join_id = self.next_join.to_string();
@@ -246,7 +260,11 @@ impl Session {
             topic: msg.topic.clone(),
             join_id: join_id.clone(),
             msg_ref: msg.msg_ref.clone(),
-            kind: CommandKind::Join { params },
+            // The session task sets `presence_known` from its connector's replicas.
+            kind: CommandKind::Join {
+                params,
+                presence_known: false,
+            },
         });
         self.channels.insert(
             msg.topic,
@@ -257,6 +275,7 @@ impl Session {
                     msg_ref: msg.msg_ref,
                     replaced,
                     queued: Vec::new(),
+                    held: Vec::new(),
                 },
                 bucket: Bucket::new(self.rate_limit, self.now),
             },
@@ -292,9 +311,7 @@ impl Session {
             channel.join_ref.as_deref(),
             &msg.topic,
         )));
-        if matches!(channel.state, State::Joined) {
-            out.push(Action::Unsubscribe(msg.topic.clone()));
-        }
+        out.push(Action::Unsubscribe(msg.topic.clone()));
         out.push(Action::Command {
             topic: msg.topic,
             join_id: channel.join_id,
@@ -401,6 +418,7 @@ impl Session {
                 msg_ref,
                 replaced,
                 queued,
+                held,
             } => {
                 let Some(reply) = delivery.reply else {
                     return;
@@ -418,15 +436,17 @@ impl Session {
                     out.push(Action::Send(encode_close(vsn, old.as_deref(), &topic)));
                 }
                 let queued = std::mem::take(queued);
+                let held = std::mem::take(held);
                 if reply.status == "ok" {
                     channel.state = State::Joined;
-                    out.push(Action::Subscribe(topic.clone()));
                     push_all(delivery.pushes, out);
+                    out.extend(held.into_iter().map(Action::Forward));
                     for msg in queued {
                         self.event(msg, out);
                     }
                 } else {
                     self.channels.remove(&topic);
+                    out.push(Action::Unsubscribe(topic.clone()));
                     for msg in queued {
                         out.push(self.unmatched(&msg));
                     }
@@ -435,12 +455,29 @@ impl Session {
         }
     }
 
+    /// Whether `delivery` answers the join of its topic that is waiting for its answer now.
+    pub fn answers_pending_join(&self, delivery: &Delivery) -> bool {
+        self.channels.get(&delivery.topic).is_some_and(|c| {
+            matches!(c.state, State::Joining { .. })
+                && delivery.socket.join_ref.as_deref() == Some(c.join_id.as_str())
+        })
+    }
+
+    /// Handles a broadcast on `topic`: written now on a joined channel, held until the answer
+    /// on a joining one, dropped otherwise (the channel has been left).
+    pub fn handle_broadcast(&mut self, topic: &str, frame: Utf8Bytes, out: &mut Vec<Action>) {
+        match self.channels.get_mut(topic).map(|c| &mut c.state) {
+            Some(State::Joined) => out.push(Action::Forward(frame)),
+            Some(State::Joining { held, .. }) if held.len() < MAX_HELD => held.push(frame),
+            Some(State::Joining { .. }) => out.push(Action::Overflow),
+            None => {}
+        }
+    }
+
     /// The socket is closing: leave every channel.
     pub fn close(&mut self, out: &mut Vec<Action>) {
         for (topic, channel) in self.channels.drain() {
-            if matches!(channel.state, State::Joined) {
-                out.push(Action::Unsubscribe(topic.clone()));
-            }
+            out.push(Action::Unsubscribe(topic.clone()));
             out.push(Action::Command {
                 topic,
                 join_id: channel.join_id,
@@ -576,7 +613,7 @@ mod tests {
     }
 
     #[test]
-    fn join_reply_comes_before_pushes_and_subscribes() {
+    fn subscribes_before_joining_and_holds_broadcasts_until_the_reply_and_pushes() {
         let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
         s.handle(
@@ -584,16 +621,24 @@ mod tests {
             Instant::now(),
             &mut out,
         );
+        assert_eq!(out[0], Action::Subscribe("donations:campaign:1".into()));
         assert_eq!(commands(&out).len(), 1);
         let mut out = Vec::new();
+        s.handle_broadcast(
+            "donations:campaign:1",
+            Utf8Bytes::from_static("diff"),
+            &mut out,
+        );
+        s.handle_broadcast("donations:lobby", Utf8Bytes::from_static("other"), &mut out);
+        assert!(out.is_empty(), "held until the join is answered");
         let mut d = delivery("donations:campaign:1", "1", Some("1"), "ok", json!({}));
         d.pushes.push(topics::Push {
             event: "campaign_state".into(),
             payload: json!({"campaign": {}}),
         });
+        assert!(s.answers_pending_join(&d));
         s.handle_delivery(d, &mut out);
         assert_eq!(out[1], Action::JoinAnswered("ok".into()));
-        assert_eq!(out[2], Action::Subscribe("donations:campaign:1".into()));
         assert_eq!(
             frames(&out),
             vec![
@@ -601,6 +646,17 @@ mod tests {
                 json!(["11", null, "donations:campaign:1", "campaign_state", {"campaign": {}}]),
             ]
         );
+        assert_eq!(
+            out.last(),
+            Some(&Action::Forward(Utf8Bytes::from_static("diff")))
+        );
+        let mut out = Vec::new();
+        s.handle_broadcast(
+            "donations:campaign:1",
+            Utf8Bytes::from_static("next"),
+            &mut out,
+        );
+        assert_eq!(out, vec![Action::Forward(Utf8Bytes::from_static("next"))]);
     }
 
     #[test]
@@ -636,7 +692,7 @@ mod tests {
                 json!([null, "2", "admin:x", "phx_reply", {"status": "error", "response": {"reason": "unmatched topic"}}]),
             ]
         );
-        assert!(!out.iter().any(|a| matches!(a, Action::Subscribe(_))));
+        assert!(out.contains(&Action::Unsubscribe("admin:x".into())));
         assert_eq!(s.joined().count(), 0);
     }
 
@@ -724,7 +780,11 @@ mod tests {
             Instant::now(),
             &mut out,
         );
-        assert_eq!(out[0], Action::Unsubscribe("donations:lobby".into()));
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::Subscribe(_) | Action::Unsubscribe(_))),
+            "the subscription carries over to the new join"
+        );
         let ids = commands(&out);
         assert_eq!(ids.len(), 2, "leave of the old join, then the new join");
         let mut out = Vec::new();

@@ -19,9 +19,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use topics::names::COMMANDS;
-use topics::{Claims, Command, SocketRef};
+use topics::{Claims, Command, CommandKind, SocketRef};
 
 use crate::auth::token_from_protocols;
+use crate::presence;
 use crate::registry::{Outbound, SessionHandle};
 use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Vsn};
 use crate::session::{Action, Session};
@@ -268,12 +269,17 @@ impl SessionTask {
     /// Handles one queued item; returns a close frame when the item asks to close.
     async fn outbound(&mut self, out: Outbound) -> Option<(u16, &'static str)> {
         match out {
-            Outbound::Text(text) => self.send_text(text),
-            Outbound::Delivery(delivery) => {
+            Outbound::Broadcast(topic, frame) => {
+                let mut actions = Vec::new();
+                self.session.handle_broadcast(&topic, frame, &mut actions);
+                self.execute(actions).await;
+            }
+            Outbound::Delivery(mut delivery) => {
                 if let Some(reply) = &delivery.reply {
                     let label = crate::metrics::Metrics::status_label(&reply.status);
                     self.app.metrics.replies.with_label_values(&[label]).inc();
                 }
+                self.presence_state(&mut delivery);
                 let mut actions = Vec::new();
                 self.session.handle_delivery(delivery, &mut actions);
                 self.execute(actions).await;
@@ -281,6 +287,32 @@ impl SessionTask {
             Outbound::Close(code, reason) => return Some((code, reason)),
         }
         None
+    }
+
+    /// A join's `presence_state` push either seeds this connector's replica of the topic (a
+    /// full list) or is filled in from it (a null payload: the join said the connector holds
+    /// the topic). Only for the join this socket is waiting on: its subscription has been in
+    /// place since before the processor read the state, which is what makes seeding exact.
+    fn presence_state(&self, delivery: &mut topics::Delivery) {
+        if !self.session.answers_pending_join(delivery) {
+            return;
+        }
+        let replicas = &self.app.replicas;
+        for push in &mut delivery.pushes {
+            if push.event != presence::STATE {
+                continue;
+            }
+            if push.payload.is_null() {
+                push.payload = replicas.state_of(&delivery.topic).unwrap_or_else(|| {
+                    // Cannot happen while the socket stays subscribed; an empty list is
+                    // still a valid answer, which the diffs that follow complete.
+                    tracing::warn!(topic = %delivery.topic, "no presence replica to fill presence_state from");
+                    json!({})
+                });
+            } else {
+                replicas.on_state(&delivery.topic, &push.payload);
+            }
+        }
     }
 
     async fn incoming(&mut self, message: WsMessage) {
@@ -334,6 +366,8 @@ impl SessionTask {
         for action in actions {
             match action {
                 Action::Send(Frame::Text(text)) => self.send_text(Utf8Bytes::from(text)),
+                Action::Forward(frame) => self.send_text(frame),
+                Action::Overflow => self.handle.overflow.cancel(),
                 Action::JoinAnswered(status) => {
                     let label = crate::metrics::Metrics::status_label(&status);
                     self.app.metrics.joins.with_label_values(&[label]).inc();
@@ -348,8 +382,11 @@ impl SessionTask {
                     topic,
                     join_id,
                     msg_ref,
-                    kind,
+                    mut kind,
                 } => {
+                    if let CommandKind::Join { presence_known, .. } = &mut kind {
+                        *presence_known = self.app.replicas.has_state(&topic);
+                    }
                     let command = Command {
                         id: uuid::Uuid::new_v4().to_string(),
                         topic,

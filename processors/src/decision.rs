@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::{Campaign, Write};
+use store::{Campaign, Presence, PresenceFilter, Write};
 use topics::events::DomainEvent;
 use topics::{Broadcast, Command, Delivery, Push, ReplyBody, Transform};
 
@@ -13,6 +13,8 @@ pub struct Needs {
     pub campaign: Option<String>,
     /// A fresh campaign id (for `create_campaign`).
     pub new_campaign_id: bool,
+    /// The presences of the command's topic that pass this filter.
+    pub presence: Option<PresenceFilter>,
 }
 
 /// The state a decision is made on.
@@ -22,6 +24,8 @@ pub struct View {
     pub campaign: Option<Campaign>,
     /// A campaign id nobody uses yet, if [`Needs::new_campaign_id`].
     pub new_campaign_id: Option<String>,
+    /// The presences asked for in [`Needs::presence`].
+    pub presences: Vec<Presence>,
     /// The processing time (RFC 3339, UTC), for timestamps in the effects.
     pub now: String,
 }

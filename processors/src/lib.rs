@@ -11,10 +11,12 @@
 //!   rules of every topic.
 //! - [`money`]: exact decimal amounts: parsing, validation, formatting.
 //! - [`runner`]: the IO shell: consume, load, decide, persist, emit, commit.
+//! - [`leases`]: expiring the presences of connectors that stopped heart-beating.
 //! - [`metrics`]: Prometheus metrics of the runner.
 
 pub mod channels;
 pub mod decision;
+pub mod leases;
 pub mod metrics;
 pub mod money;
 pub mod runner;

@@ -15,6 +15,8 @@ pub struct ProcessorMetrics {
     pub latency: Histogram,
     /// Command partitions this processor owns now.
     pub partitions: IntGauge,
+    /// Expiry commands sent for (connector, topic) pairs whose connector's lease lapsed.
+    pub expiries: IntCounter,
 }
 
 impl ProcessorMetrics {
@@ -51,6 +53,11 @@ impl ProcessorMetrics {
                 "Command partitions this processor owns now.",
             )
             .unwrap_or_else(|_| unreachable!("valid metric")),
+            expiries: IntCounter::new(
+                "fawkes_presence_expiries_total",
+                "Expiry commands sent for topics of connectors whose lease lapsed.",
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric")),
         };
         // Registering fails only for names already in this registry; a process runs one
         // runner per registry.
@@ -59,6 +66,7 @@ impl ProcessorMetrics {
         let _ = registry.register(Box::new(metrics.dead_letters.clone()));
         let _ = registry.register(Box::new(metrics.latency.clone()));
         let _ = registry.register(Box::new(metrics.partitions.clone()));
+        let _ = registry.register(Box::new(metrics.expiries.clone()));
         metrics
     }
 }

@@ -19,7 +19,7 @@
 //!   update.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,11 +29,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use topics::log::Pending;
 use topics::names::{BROADCASTS, COMMANDS, DEAD_LETTERS, DELIVERIES, EVENTS};
-use topics::{Command, CommandKind, Log, LogError, Record, RecordError, Subscription};
+use topics::{Command, Log, LogError, Record, RecordError, Subscription};
 
 use crate::decision::{Outcome, View};
 use crate::metrics::ProcessorMetrics;
-use crate::{decide, needs};
+use crate::{decide, leases, needs};
 
 /// Processor runner settings.
 #[derive(Debug, Clone)]
@@ -49,6 +49,9 @@ pub struct RunnerConfig {
     /// Static assignment: own exactly these command partitions (positions committed under
     /// `group`, no group membership). `None`: share the partitions through the consumer group.
     pub partitions: Option<Vec<u32>>,
+    /// Lease of a connector never heard from since this processor started (heartbeats carry
+    /// their connector's own lease): its presences expire after this long.
+    pub lease: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -59,6 +62,7 @@ impl Default for RunnerConfig {
             retry_max: Duration::from_secs(5),
             partition_queue: 256,
             partitions: None,
+            lease: Duration::from_secs(10),
         }
     }
 }
@@ -133,6 +137,16 @@ pub async fn run(
     };
     let mut consumer = log.subscribe(COMMANDS, subscription).await?;
     tracing::info!(group = %config.group, "processor runner started");
+    let owned = leases::Owned::default();
+    let sweeper_stop = shutdown.child_token();
+    let sweeper = tokio::spawn(leases::sweep(
+        log.clone(),
+        store.clone(),
+        owned.clone(),
+        config.lease,
+        metrics.clone(),
+        sweeper_stop.clone(),
+    ));
     let shared = Arc::new(Shared {
         config,
         log,
@@ -149,7 +163,9 @@ pub async fn run(
             biased;
             () = shutdown.cancelled() => break Ok(()),
             _ = tick.tick() => {
-                shared.metrics.partitions.set(i64::try_from(consumer.assigned().len()).unwrap_or(i64::MAX));
+                let assigned = consumer.assigned();
+                shared.metrics.partitions.set(i64::try_from(assigned.len()).unwrap_or(i64::MAX));
+                *owned.write().unwrap_or_else(PoisonError::into_inner) = assigned;
             }
             Some(record) = done_rx.recv() => commit(&mut *consumer, &workers, &record).await,
             record = consumer.next() => {
@@ -186,6 +202,8 @@ pub async fn run(
             }
         }
     };
+    sweeper_stop.cancel();
+    let _ = sweeper.await;
     // Let in-flight commands finish (their offsets stay uncommitted and are redone if needed).
     for (_, worker) in workers {
         drop(worker.queue);
@@ -323,12 +341,10 @@ async fn process(
     store: &dyn Store,
     command: &Command,
 ) -> Result<(&'static str, Pending), AttemptError> {
-    // Joins and leaves never write, so they never have a stored outcome to look up.
-    let may_have_written = matches!(command.kind, CommandKind::Event { .. });
-    if may_have_written {
-        if let Some(stored) = store.outcome(&command.id).await? {
-            return Ok(("replayed", emit(log, &parse_outcome(&command.id, stored)?)?));
-        }
+    // Any command may have written (joins and leaves track presence), so a processed one is
+    // answered from its stored outcome.
+    if let Some(stored) = store.outcome(&command.id).await? {
+        return Ok(("replayed", emit(log, &parse_outcome(&command.id, stored)?)?));
     }
     let view = load_view(store, command).await?;
     let decision = decide(command, &view);
@@ -359,9 +375,14 @@ async fn load_view(store: &dyn Store, command: &Command) -> Result<View, Attempt
     } else {
         None
     };
+    let presences = match &needs.presence {
+        Some(filter) => store.presences(&command.topic, filter).await?,
+        None => Vec::new(),
+    };
     Ok(View {
         campaign,
         new_campaign_id,
+        presences,
         now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     })
 }

@@ -6,9 +6,7 @@
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::{
-    Applied, Campaign, Donation, Presence, PresenceFilter, Store, Visibility, Write,
-};
+use crate::{Applied, Campaign, Donation, Presence, PresenceFilter, Store, Visibility, Write};
 
 /// A campaign for tests.
 pub fn sample_campaign(id: &str) -> Campaign {

@@ -13,9 +13,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
-use crate::{
-    Applied, Campaign, Donation, Presence, PresenceFilter, Store, StoreError, Write,
-};
+use crate::{Applied, Campaign, Donation, Presence, PresenceFilter, Store, StoreError, Write};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS campaigns (

@@ -573,11 +573,8 @@ impl Store for ScyllaStore {
 
     async fn forget_connector(&self, connector_id: &str) -> Result<(), StoreError> {
         if self.presence_topics(connector_id).await?.is_empty() {
-            self.run(
-                &self.statements.forget_presence_connector,
-                (connector_id,),
-            )
-            .await?;
+            self.run(&self.statements.forget_presence_connector, (connector_id,))
+                .await?;
         }
         Ok(())
     }

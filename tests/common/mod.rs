@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
+use topics::presence::{PresenceDiff, PresenceState};
 
 pub const SECRET: &str = "test-secret";
 
@@ -103,13 +104,22 @@ pub fn token(sub: &str, roles: &[&str]) -> String {
 }
 
 pub fn token_with(sub: &str, roles: &[&str], ttl_secs: i64, secret: &str) -> String {
+    mint(sub, roles, ttl_secs, secret, None)
+}
+
+/// A token for `sub` carrying a display name.
+pub fn token_named(sub: &str, name: &str) -> String {
+    mint(sub, &[], 3600, SECRET, Some(name))
+}
+
+fn mint(sub: &str, roles: &[&str], ttl_secs: i64, secret: &str, name: Option<&str>) -> String {
     let auth = connector::Authenticator::new(&connector::JwtSecret::new(secret)).expect("secret");
     let exp = (chrono_now() + ttl_secs).max(0) as u64;
     auth.mint(&connector::TokenClaims {
         sub: sub.into(),
         exp,
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        name: None,
+        name: name.map(str::to_owned),
     })
     .expect("mint")
 }
@@ -284,6 +294,46 @@ impl Client {
         loop {
             let frame = self.recv_wire().await;
             if frame[2] == topic && frame[3] == event {
+                return frame;
+            }
+            self.backlog.push(frame);
+        }
+    }
+
+    /// Follows presence on `topic` as phoenix.js does (a `presence_state` replaces the list,
+    /// each `presence_diff` is applied to it) until `done` holds; returns how many presence
+    /// frames it took. Other frames are kept for later.
+    pub async fn presence_until(
+        &mut self,
+        topic: &str,
+        state: &mut PresenceState,
+        done: impl Fn(&PresenceState) -> bool,
+    ) -> usize {
+        let mut frames = 0;
+        while !done(state) {
+            let frame = self.presence_frame(topic).await;
+            frames += 1;
+            if frame[3] == "presence_state" {
+                *state = PresenceState::from_value(&frame[4]);
+            } else {
+                let diff =
+                    PresenceDiff::from_value(&frame[4]).expect("a diff has joins and leaves");
+                state.apply(&diff);
+            }
+        }
+        frames
+    }
+
+    /// The next `presence_state` or `presence_diff` frame on `topic`.
+    pub async fn presence_frame(&mut self, topic: &str) -> Value {
+        let wanted =
+            |f: &Value| f[2] == topic && (f[3] == "presence_state" || f[3] == "presence_diff");
+        if let Some(i) = self.backlog.iter().position(wanted) {
+            return self.backlog.remove(i);
+        }
+        loop {
+            let frame = self.recv_wire().await;
+            if wanted(&frame) {
                 return frame;
             }
             self.backlog.push(frame);

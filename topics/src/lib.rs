@@ -21,7 +21,7 @@ pub mod presence;
 pub mod routes;
 
 pub use envelope::{
-    Audience, Broadcast, Claims, Command, CommandKind, Delivery, Heartbeat, Push, RecordError, ReplyBody,
-    SocketRef, Transform,
+    Audience, Broadcast, Claims, Command, CommandKind, Delivery, Heartbeat, Push, RecordError,
+    ReplyBody, SocketRef, Transform,
 };
 pub use log::{Log, LogError, Record, StartAt, Subscription};

@@ -254,11 +254,10 @@ fn update_goal(payload: &Value, command: &Command, campaign: &Campaign, view: &V
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::*;
+    use super::super::test_support::{self as support, *};
     use super::*;
     use crate::decide;
     use store::conformance::sample_campaign;
-    use topics::CommandKind;
 
     fn view_with(campaign: Campaign) -> View {
         View {
@@ -277,11 +276,7 @@ mod tests {
     }
 
     fn join_status(claims: Claims, view: &View) -> Value {
-        let cmd = command(
-            "donations:campaign:2",
-            claims,
-            CommandKind::Join { params: json!({}) },
-        );
+        let cmd = support::join("donations:campaign:2", claims);
         let d = decide(&cmd, view);
         let reply = d.reply.expect("reply");
         json!([reply.status, reply.response])
@@ -302,14 +297,11 @@ mod tests {
             json!(["error", {"reason": "not found"}])
         );
         let public = view_with(sample_campaign("1"));
-        let cmd = command(
-            "donations:campaign:1",
-            claims(None, &[]),
-            CommandKind::Join { params: json!({}) },
-        );
+        let cmd = support::join("donations:campaign:1", claims(None, &[]));
         let d = decide(&cmd, &public);
-        assert_eq!(d.pushes[0].event, "campaign_state");
-        assert_eq!(d.pushes[0].payload["campaign"]["goal"], "10000.00");
+        assert_eq!(d.pushes[0].event, "presence_state");
+        assert_eq!(d.pushes[1].event, "campaign_state");
+        assert_eq!(d.pushes[1].payload["campaign"]["goal"], "10000.00");
     }
 
     #[test]

@@ -5,10 +5,14 @@
 //! - [`campaign`]: `donations:campaign:<id>`: state, donations, goals, milestones.
 //! - [`admin`]: `admin:<x>`: campaign creation.
 //! - [`zakat`]: `zakat:user:<id>`: nisab calculation.
+//! - [`collab`]: `collab:document:<id>`: cursors and typing, as presence updates.
+//! - [`presence`]: presence tracking on the topics that have it.
 
 pub mod access;
 pub mod admin;
 pub mod campaign;
+pub mod collab;
+pub mod presence;
 pub mod zakat;
 
 use topics::routes::{route, Route};
@@ -18,20 +22,32 @@ use crate::decision::{Decision, Needs, View};
 
 /// What `command` needs loaded before [`decide`] can run.
 pub fn needs(command: &Command) -> Needs {
-    match (route(&command.topic), &command.kind) {
-        (Some(Route::Campaign(id)), CommandKind::Join { .. } | CommandKind::Event { .. }) => {
-            Needs {
-                campaign: Some(id),
-                ..Needs::default()
-            }
-        }
-        (Some(Route::Admin(_)), CommandKind::Event { event, .. }) if event == "create_campaign" => {
+    let Some(route) = route(&command.topic) else {
+        return Needs::default();
+    };
+    // Campaign events read the campaign, not presences; every other command on a tracked
+    // topic (join, leave, expiry, document events) reads the presences it changes.
+    let presence = match (&route, &command.kind) {
+        (Route::Campaign(_), CommandKind::Event { .. }) => None,
+        (route, _) if presence::is_tracked(route) => presence::needs(command),
+        _ => None,
+    };
+    match (route, &command.kind) {
+        (Route::Campaign(id), CommandKind::Join { .. } | CommandKind::Event { .. }) => Needs {
+            campaign: Some(id),
+            presence,
+            ..Needs::default()
+        },
+        (Route::Admin(_), CommandKind::Event { event, .. }) if event == "create_campaign" => {
             Needs {
                 new_campaign_id: true,
                 ..Needs::default()
             }
         }
-        _ => Needs::default(),
+        _ => Needs {
+            presence,
+            ..Needs::default()
+        },
     }
 }
 
@@ -41,12 +57,17 @@ pub fn decide(command: &Command, view: &View) -> Decision {
         return Decision::refuse("unmatched topic");
     };
     match &command.kind {
-        CommandKind::Join { .. } => access::join(&route, &command.claims, view),
-        CommandKind::Leave => Decision::default(),
+        CommandKind::Join { .. } => {
+            let decision = access::join(&route, &command.claims, view);
+            presence::track(decision, &route, command, view)
+        }
+        CommandKind::Leave => presence::leave(command, view),
+        CommandKind::Expire => presence::expire(command, view),
         CommandKind::Event { event, payload } => match route {
             Route::Campaign(_) => campaign::handle_in(event, payload, command, view),
             Route::Admin(_) => admin::handle_in(event, payload, command, view),
             Route::Zakat(_) => zakat::handle_in(event, payload),
+            Route::CollabDocument(_) => collab::handle_in(event, payload, command, view),
             _ => Decision::refuse("unknown event"),
         },
     }
@@ -79,6 +100,17 @@ pub(crate) mod test_support {
             kind,
             received_at: "2026-01-01T00:00:00Z".into(),
         }
+    }
+
+    pub(crate) fn join(topic: &str, claims: Claims) -> Command {
+        command(
+            topic,
+            claims,
+            CommandKind::Join {
+                params: Value::Object(serde_json::Map::new()),
+                presence_known: false,
+            },
+        )
     }
 
     pub(crate) fn event(topic: &str, claims: Claims, event: &str, payload: Value) -> Command {
@@ -116,9 +148,20 @@ mod tests {
         let join = command(
             "donations:campaign:7",
             claims(None, &[]),
-            CommandKind::Join { params: json!({}) },
+            CommandKind::Join {
+                params: json!({}),
+                presence_known: false,
+            },
         );
         assert_eq!(needs(&join).campaign.as_deref(), Some("7"));
+        assert_eq!(needs(&join).presence, Some(store::PresenceFilter::All));
+        let leave = command("collab:document:1", claims(None, &[]), CommandKind::Leave);
+        assert!(matches!(
+            needs(&leave).presence,
+            Some(store::PresenceFilter::Socket { socket_id: 1, .. })
+        ));
+        let lobby_leave = command("donations:lobby", claims(None, &[]), CommandKind::Leave);
+        assert_eq!(needs(&lobby_leave), Needs::default());
         let create = event(
             "admin:x",
             claims(None, &["admin"]),

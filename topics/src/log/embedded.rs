@@ -472,7 +472,10 @@ impl Consumer for EmbeddedConsumer {
     }
 
     fn assigned(&self) -> Vec<u32> {
-        self.positions.iter().map(|(partition, _)| *partition).collect()
+        self.positions
+            .iter()
+            .map(|(partition, _)| *partition)
+            .collect()
     }
 
     fn take_revoked(&mut self) -> Vec<u32> {

@@ -1,0 +1,45 @@
+//! The connector's lease: a [`Heartbeat`] on the log four times per lease. Processors drop the
+//! presences of a connector whose last heartbeat is older than its lease (it crashed, or
+//! lost the log), and broadcast the leaves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use topics::names::HEARTBEATS;
+use topics::{Heartbeat, Log};
+
+/// Heart-beats for `connector_id` until `shutdown`. A failed append is logged and the next
+/// beat tried on time: missing one of four beats per lease is harmless.
+pub async fn beat(
+    log: Arc<dyn Log>,
+    connector_id: String,
+    lease: Duration,
+    shutdown: CancellationToken,
+) {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval((lease / 4).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let heartbeat = Heartbeat {
+            connector_id: connector_id.clone(),
+            lease_ms,
+            sent_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        let sent = match heartbeat.encode() {
+            Ok(bytes) => log
+                .append(HEARTBEATS, connector_id.as_bytes(), bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = sent {
+            tracing::warn!(%error, "a heartbeat was not stored; presences may expire if this goes on");
+        }
+    }
+}
