@@ -62,7 +62,7 @@ async fn users_see_each_other_join_open_tabs_leave_and_drop() {
     assert_eq!(seen_by_a, seen_by_b, "both see the same list");
 
     // A second tab of user 7: one key, two metas with distinct refs.
-    let (mut a2, _) = joined(&server, "7", CAMPAIGN).await;
+    let (a2, _) = joined(&server, "7", CAMPAIGN).await;
     b.presence_until(CAMPAIGN, &mut seen_by_b, has("7", 2))
         .await;
     let tabs = metas(&seen_by_b, "7");
