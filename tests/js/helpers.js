@@ -10,7 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import WebSocket from "ws";
-import { Socket } from "phoenix";
+import { Presence, Socket } from "phoenix";
 
 export const SECRET = "js-test-secret";
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -34,13 +34,78 @@ export async function startFawkes(args, env = {}) {
     addr,
     url: `ws://${addr}/socket`,
     async stop() {
-      if (child.exitCode !== null) return;
+      await this.kill("SIGTERM");
+    },
+    /** Sends `signal` (SIGKILL: a crash) and waits for the process to exit. */
+    async kill(signal) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
+      child.kill(signal);
       await exited;
     },
   };
 }
+
+/** Runs a phoenix client in its own process joined to `topic`; resolves once joined. */
+export async function startClientProcess(server, token, topic) {
+  const child = spawn(process.execPath, [path.join(here, "client-process.js"), server.url, token, topic], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  await new Promise((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout });
+    rl.once("line", (line) => (line === "joined" ? resolve() : reject(new Error(line))));
+    child.once("exit", (code) => reject(new Error(`client process exited with ${code}`)));
+  });
+  return {
+    async kill() {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+/**
+ * Tracks presence on `channel` with the official `Presence` class; `until(predicate)`
+ * resolves with the list once an onSync leaves it satisfying `predicate`.
+ */
+export function trackPresence(channel) {
+  const presence = new Presence(channel);
+  const waiters = [];
+  const events = { syncs: 0, joins: [], leaves: [] };
+  const list = () => presence.list((key, { metas }) => ({ key, metas }));
+  presence.onJoin((key, current, joined) => events.joins.push({ key, current, joined }));
+  presence.onLeave((key, current, left) => events.leaves.push({ key, current, left }));
+  presence.onSync(() => {
+    events.syncs += 1;
+    for (const waiter of [...waiters]) waiter();
+  });
+  return {
+    presence,
+    events,
+    list,
+    until(predicate, timeoutMs = 10_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          if (!predicate(list())) return false;
+          waiters.splice(waiters.indexOf(check), 1);
+          clearTimeout(timer);
+          resolve(list());
+          return true;
+        };
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(check), 1);
+          reject(new Error(`presence never matched; last list: ${JSON.stringify(list())}`));
+        }, timeoutMs);
+        waiters.push(check);
+        check();
+      });
+    },
+  };
+}
+
+/** Keys of a presence list, sorted. */
+export const keys = (list) => list.map((p) => p.key).sort();
 
 export async function startServer() {
   const dataDir = mkdtempSync(path.join(tmpdir(), "fawkes-js-"));
@@ -97,9 +162,9 @@ function b64url(value) {
   return Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
 }
 
-export function mintToken(sub, { roles = [], ttl = 3600, secret = SECRET } = {}) {
+export function mintToken(sub, { roles = [], ttl = 3600, secret = SECRET, name } = {}) {
   const header = b64url({ alg: "HS256", typ: "JWT" });
-  const body = b64url({ sub, roles, exp: Math.floor(Date.now() / 1000) + ttl });
+  const body = b64url({ sub, roles, name, exp: Math.floor(Date.now() / 1000) + ttl });
   const signature = createHmac("sha256", secret).update(`${header}.${body}`).digest("base64url");
   return `${header}.${body}.${signature}`;
 }
