@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::process::{connect, Process};
 use serde_json::{json, Value};
+use topics::presence::PresenceState;
 
 /// The test pipelines hundreds of donations on one channel, far over the default rate limit.
 const UNLIMITED: &[&str] = &["--channel-rate-limit", "0"];
@@ -85,4 +86,37 @@ async fn acknowledged_donations_survive_kill_9_and_count_once() {
     let campaign = campaign_state(&third).await;
     assert_eq!(campaign["donation_count"].as_u64(), Some(count));
     assert_eq!(campaign["total"], format!("{count}.00"));
+}
+
+/// Presences of a server killed with `kill -9` (no leaves sent) are expired by the restarted
+/// server once the dead connector's lease has lapsed, and their leaves are broadcast.
+#[tokio::test]
+async fn presences_of_a_killed_server_expire_after_its_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lease: &[&str] = &["--presence-lease", "2s"];
+    let doc = "collab:document:5";
+    let mut first = Process::start(dir.path(), lease);
+    connect(&first).await;
+    let url = |p: &Process, user: &str| format!("{}&token={}", p.url(), common::token(user, &[]));
+    let mut ghost = common::Client::connect_url(&url(&first, "7")).await;
+    let (_, reply) = ghost.join(doc, json!({})).await;
+    assert_eq!(reply["status"], "ok");
+    let mut seen = PresenceState::default();
+    ghost.presence_until(doc, &mut seen, |s| s.len() == 1).await;
+    first.kill_9();
+
+    let second = Process::start(dir.path(), lease);
+    connect(&second).await;
+    let mut watcher = common::Client::connect_url(&url(&second, "8")).await;
+    let (_, reply) = watcher.join(doc, json!({})).await;
+    assert_eq!(reply["status"], "ok");
+    let mut seen = PresenceState::default();
+    // The dead server's user is still listed at first: nobody told the store they left.
+    let listed = |key: &'static str| move |s: &PresenceState| s.to_value().get(key).is_some();
+    watcher.presence_until(doc, &mut seen, listed("7")).await;
+    watcher.presence_until(doc, &mut seen, listed("8")).await;
+    watcher
+        .presence_until(doc, &mut seen, |s| s.to_value().get("7").is_none())
+        .await;
+    assert_eq!(seen.len(), 1, "only the live user is left");
 }

@@ -62,7 +62,10 @@ pub async fn sweep(
     // (connector, topic) → when its expiry was last sent, so one is not sent every sweep
     // while the owner works through a backlog.
     let mut sent: HashMap<(String, String), Instant> = HashMap::new();
-    let mut tick = tokio::time::interval((default_lease / 4).max(Duration::from_millis(100)));
+    // Often enough that a lapsed lease is acted on within half a second; each sweep is one
+    // small read (the list of connectors with presences).
+    let every = (default_lease / 4).clamp(Duration::from_millis(100), Duration::from_millis(500));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -5,7 +5,9 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startTansu, startFawkes, mintToken, connect, closeAll, opened, join, push, collect, sleep } from "./helpers.js";
+import {
+  startTansu, startFawkes, mintToken, connect, closeAll, opened, join, push, collect, sleep, trackPresence, keys,
+} from "./helpers.js";
 
 const CAMPAIGN = "donations:campaign:1";
 let tansu;
@@ -13,12 +15,13 @@ let dataDir;
 const processes = [];
 let connectorA;
 let connectorB;
+let kafka;
 
 before(async () => {
   tansu = await startTansu();
   dataDir = mkdtempSync(path.join(tmpdir(), "fawkes-js-kafka-"));
   const group = `js-${Date.now()}`;
-  const kafka = { FAWKES_KAFKA_BROKERS: tansu.brokers, FAWKES_KAFKA_FETCH_WAIT_MAX_MS: "1" };
+  kafka = { FAWKES_KAFKA_BROKERS: tansu.brokers, FAWKES_KAFKA_FETCH_WAIT_MAX_MS: "1" };
   for (let i = 0; i < 2; i++) {
     processes.push(await startFawkes(
       ["processor", "--metrics-listen", "127.0.0.1:0", "--data-dir", dataDir],
@@ -59,4 +62,31 @@ test("a donation on connector A reaches a viewer on connector B; the reply stays
   assert.equal(seen.donation.id, reply.response.donation_id);
   await sleep(300);
   assert.deepEqual(repliesOnB, [], "B never receives the reply meant for A");
+});
+
+test("presence crosses connectors, and a killed connector's users leave within its lease", async () => {
+  const doc = "collab:document:77";
+  // A third connector with a short lease, to be killed.
+  const doomed = await startFawkes(["connector", "--listen", "127.0.0.1:0"], { ...kafka, FAWKES_PRESENCE_LEASE: "2s" });
+  processes.push(doomed);
+  const watch = async (server, user) => {
+    const socket = connect(server, { params: { token: mintToken(user) } });
+    await opened(socket);
+    const channel = socket.channel(doc);
+    const tracked = trackPresence(channel);
+    await new Promise((resolve, reject) => channel.join().receive("ok", resolve).receive("error", reject));
+    return tracked;
+  };
+  const onB = await watch(connectorB, "31");
+  const onDoomed = await watch(doomed, "32");
+  await onB.until((l) => keys(l).join() === "31,32", 15_000);
+  await onDoomed.until((l) => keys(l).join() === "31,32", 15_000);
+
+  const killedAt = Date.now();
+  await doomed.kill("SIGKILL");
+  const list = await onB.until((l) => keys(l).join() === "31", 30_000);
+  const took = Date.now() - killedAt;
+  assert.deepEqual(keys(list), ["31"]);
+  console.log(`presence of the killed connector's user went after ${took} ms (lease 2 s)`);
+  assert.ok(took >= 1000, `not before the lease lapsed (${took} ms)`);
 });
