@@ -174,8 +174,16 @@ async fn main() {
         outcomes.push(outcome.expect("client task"));
     }
     let rss = rss_kib(pid);
-    let answered = outcomes.iter().map(|o| o.answered).max().unwrap_or_default();
-    let complete = outcomes.iter().map(|o| o.complete).max().unwrap_or_default();
+    let answered = outcomes
+        .iter()
+        .map(|o| o.answered)
+        .max()
+        .unwrap_or_default();
+    let complete = outcomes
+        .iter()
+        .map(|o| o.complete)
+        .max()
+        .unwrap_or_default();
     let frames: usize = outcomes.iter().map(|o| o.frames).sum();
     let max_frames = outcomes.iter().map(|o| o.frames).max().unwrap_or_default();
     let bytes: usize = outcomes.iter().map(|o| o.bytes).sum();

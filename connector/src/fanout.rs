@@ -149,11 +149,14 @@ async fn tail(
     }
 }
 
-/// Reads this connector's deliveries from the log and hands each to its session.
+/// Reads this connector's deliveries from the log and hands each to its session. A full
+/// `presence_state` in a join's delivery seeds the topic's presence replica first, here, in
+/// log order, so joins answered after it can be filled from the replica.
 pub async fn deliveries(
     log: Arc<dyn Log>,
     connector_id: String,
     sessions: Arc<Sessions>,
+    replicas: Arc<Replicas>,
     shutdown: CancellationToken,
 ) -> Result<(), LogError> {
     let partition = partition_for(connector_id.as_bytes(), DELIVERIES.partitions);
@@ -161,6 +164,19 @@ pub async fn deliveries(
         match Delivery::decode(&record.value) {
             // Other connectors' deliveries may share the partition.
             Ok(delivery) if delivery.socket.connector_id == connector_id => {
+                if delivery.reply.is_some() {
+                    let socket = &delivery.socket;
+                    let list = delivery
+                        .pushes
+                        .iter()
+                        .find(|p| p.event == presence::STATE && p.payload.is_object());
+                    replicas.on_join_answer(
+                        &delivery.topic,
+                        socket.socket_id,
+                        socket.join_ref.as_deref().unwrap_or_default(),
+                        list.map(|p| &p.payload),
+                    );
+                }
                 if let Some(handle) = sessions.get(delivery.socket.socket_id) {
                     handle.offer(Outbound::Delivery(delivery));
                 }

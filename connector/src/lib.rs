@@ -106,6 +106,7 @@ pub async fn run(
         log.clone(),
         app.config.connector_id.clone(),
         app.sessions.clone(),
+        app.replicas.clone(),
         streams.clone(),
     ));
     let targets = fanout::Targets {

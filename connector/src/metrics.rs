@@ -33,6 +33,8 @@ pub struct Metrics {
     pub presence_flushes: IntCounter,
     /// Topics whose presence this connector holds a replica of.
     pub presence_topics: IntGauge,
+    /// Joins answered with an empty presence list because the list asked for never came.
+    pub presence_fallbacks: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -69,6 +71,11 @@ impl Metrics {
                 &registry,
                 "fawkes_presence_diffs_total",
                 "Presence diffs read from the log.",
+            ),
+            presence_fallbacks: counter(
+                &registry,
+                "fawkes_presence_fallbacks_total",
+                "Joins answered with an empty presence list because the list asked for never came.",
             ),
             presence_flushes: counter(
                 &registry,

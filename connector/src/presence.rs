@@ -8,17 +8,21 @@
 //! - answers `presence_state` for joins on topics the connector already holds (the join says
 //!   so with `presence_known`, and the processor pushes a null payload to fill in), so the
 //!   whole list does not cross the log for every join of a storm;
-//! - is seeded from the first full `presence_state` a processor pushes to one of its sockets,
-//!   plus the diffs that arrived while that join was on its way. Diffs may overlap the
-//!   snapshot; the presence algebra ([`topics::presence`]) makes that harmless.
+//! - is seeded from a full `presence_state` a processor pushed for a join this replica asked
+//!   for, plus the diffs that arrived while that join was on its way. Diffs may overlap the
+//!   snapshot; the presence algebra ([`topics::presence`]) makes that harmless. A replica asks
+//!   once: joins that come while its request is on its way say `presence_known` too and wait
+//!   for the seed, so a join storm fetches the list once, not once per join.
 //!
 //! Diffs are not forwarded one by one: every `window` the diffs of each topic are folded into
 //! one and sent once, encoded once per serializer, so a join storm of thousands costs each
 //! client a frame per window rather than a frame per join. Folding keeps the result exact.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -42,12 +46,17 @@ struct Replica {
     before_state: PresenceDiff,
     /// Diffs received since the last flush.
     pending: PresenceDiff,
+    /// Joins (socket, join id) sent asking for the full list while this replica existed:
+    /// their snapshots may seed it, since it has heard every diff since they were taken.
+    requests: HashSet<(u64, String)>,
 }
 
 /// The presence replicas of one connector, by channel topic.
 #[derive(Debug, Default)]
 pub struct Replicas {
     topics: Mutex<HashMap<String, Replica>>,
+    /// Woken whenever a replica is seeded.
+    seeded: Notify,
 }
 
 impl Replicas {
@@ -67,13 +76,73 @@ impl Replicas {
         });
     }
 
-    /// Whether this connector holds the full state of `topic` (a join may then skip it).
-    pub fn has_state(&self, topic: &str) -> bool {
-        self.with(|topics| topics.get(topic).is_some_and(|r| r.state.is_some()))
+    /// Decides `presence_known` for a join of `topic` by a subscribed socket about to be
+    /// sent: true when the state is held or already asked for (the join then waits for it
+    /// with [`state_for_join`](Self::state_for_join)); otherwise this join asks for it.
+    pub fn presence_known(&self, topic: &str, socket_id: u64, join_id: &str) -> bool {
+        self.with(|topics| {
+            let replica = topics.entry(topic.to_owned()).or_default();
+            if replica.state.is_some() || !replica.requests.is_empty() {
+                return true;
+            }
+            replica.requests.insert((socket_id, join_id.to_owned()));
+            false
+        })
     }
 
-    /// The `presence_state` payload for a socket joining `topic`, if the state is held.
-    pub fn state_of(&self, topic: &str) -> Option<Value> {
+    /// A join that asked for the list was not sent after all: let the next one ask.
+    pub fn cancel_request(&self, topic: &str, socket_id: u64, join_id: &str) {
+        self.with(|topics| {
+            if let Some(replica) = topics.get_mut(topic) {
+                replica.requests.remove(&(socket_id, join_id.to_owned()));
+            }
+        });
+    }
+
+    /// Takes in the answer to the join `join_id` of `socket_id`, with the full
+    /// `presence_state` it carried, if any. When this replica asked for the list with that
+    /// join (so it has heard every diff since the snapshot was taken), the list seeds it; a
+    /// topic without presence (no list in the answer) leaves no replica behind. Called in the
+    /// order deliveries arrive.
+    pub fn on_join_answer(
+        &self,
+        topic: &str,
+        socket_id: u64,
+        join_id: &str,
+        snapshot: Option<&Value>,
+    ) {
+        let seeded = self.with(|topics| {
+            let Some(replica) = topics.get_mut(topic) else {
+                return false;
+            };
+            if !replica.requests.remove(&(socket_id, join_id.to_owned())) {
+                return false;
+            }
+            let Some(snapshot) = snapshot else {
+                let unused = replica.state.is_none()
+                    && replica.pending.is_empty()
+                    && replica.before_state.is_empty()
+                    && replica.requests.is_empty();
+                if unused {
+                    topics.remove(topic);
+                }
+                return false;
+            };
+            if replica.state.is_none() {
+                let mut state = PresenceState::from_value(snapshot);
+                state.apply(&std::mem::take(&mut replica.before_state));
+                replica.state = Some(state);
+            }
+            replica.requests.clear();
+            true
+        });
+        if seeded {
+            self.seeded.notify_waiters();
+        }
+    }
+
+    /// The state now, if held.
+    fn state_now(&self, topic: &str) -> Option<Value> {
         self.with(|topics| {
             topics
                 .get(topic)
@@ -82,18 +151,25 @@ impl Replicas {
         })
     }
 
-    /// Seeds the replica of `topic` from a snapshot a processor pushed to a socket that has
-    /// been subscribed to `topic` since before the snapshot was taken (so every later diff
-    /// reached this replica). A replica that already holds a state keeps it.
-    pub fn on_state(&self, topic: &str, snapshot: &Value) {
-        self.with(|topics| {
-            let replica = topics.entry(topic.to_owned()).or_default();
-            if replica.state.is_none() {
-                let mut state = PresenceState::from_value(snapshot);
-                state.apply(&std::mem::take(&mut replica.before_state));
-                replica.state = Some(state);
+    /// The `presence_state` payload for a join of `topic` that said `presence_known`, waiting
+    /// up to `patience` for a seed on its way. `None` if none came: the request behind it was
+    /// lost, and the next join asks again.
+    pub async fn state_for_join(&self, topic: &str, patience: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let notified = self.seeded.notified();
+            if let Some(state) = self.state_now(topic) {
+                return Some(state);
             }
-        });
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                self.with(|topics| {
+                    if let Some(replica) = topics.get_mut(topic) {
+                        replica.requests.clear();
+                    }
+                });
+                return None;
+            }
+        }
     }
 
     /// Takes the diffs to send now, folding them into the replicas, and drops the replicas of
@@ -192,6 +268,17 @@ mod tests {
         rx
     }
 
+    fn seed(replicas: &Replicas, topic: &str) {
+        assert!(!replicas.presence_known(topic, 1, "1"));
+        replicas.on_join_answer(topic, 1, "1", Some(&json!({})));
+    }
+
+    fn keys(state: Option<Value>) -> usize {
+        state
+            .and_then(|s| s.as_object().map(|o| o.len()))
+            .unwrap_or(0)
+    }
+
     #[test]
     fn a_snapshot_plus_the_diffs_around_it_is_the_state() {
         let registry = Registry::default();
@@ -200,21 +287,24 @@ mod tests {
         // u joined before the snapshot was taken, v after; the snapshot already has u.
         replicas.on_diff("t", &diff(&[("u", "a")], &[]));
         assert_eq!(replicas.flush(&registry).len(), 1);
-        assert!(!replicas.has_state("t"));
+        assert!(!replicas.presence_known("t", 1, "1"), "the first join asks");
+        assert!(
+            replicas.presence_known("t", 2, "1"),
+            "the next ones wait for it"
+        );
         replicas.on_diff("t", &diff(&[("v", "b")], &[]));
-        replicas.on_state("t", &json!({"u": {"metas": [{"phx_ref": "a"}]}}));
-        assert!(replicas.has_state("t"));
+        let snapshot = json!({"u": {"metas": [{"phx_ref": "a"}]}});
+        replicas.on_join_answer("t", 2, "1", Some(&snapshot));
+        assert!(
+            replicas.state_now("t").is_none(),
+            "only an asked-for snapshot seeds"
+        );
+        replicas.on_join_answer("t", 1, "1", Some(&snapshot));
         // v's diff is still pending: the state served to a joiner does not have it yet, and
         // the joiner receives it at the flush like everybody else.
-        assert_eq!(
-            replicas
-                .state_of("t")
-                .map(|s| s.as_object().map(|o| o.len())),
-            Some(Some(1))
-        );
-        let flushed = replicas.flush(&registry);
-        assert_eq!(flushed.len(), 1);
-        let state = replicas.state_of("t").unwrap_or_default();
+        assert_eq!(keys(replicas.state_now("t")), 1);
+        assert_eq!(replicas.flush(&registry).len(), 1);
+        let state = replicas.state_now("t").unwrap_or_default();
         assert_eq!(state["v"]["metas"][0]["phx_ref"], "b");
         assert_eq!(state["u"]["metas"][0]["phx_ref"], "a");
     }
@@ -224,7 +314,7 @@ mod tests {
         let registry = Registry::default();
         let _rx = subscribed(&registry, "t");
         let replicas = Replicas::default();
-        replicas.on_state("t", &json!({}));
+        seed(&replicas, "t");
         for i in 0..100 {
             replicas.on_diff("t", &diff(&[(&i.to_string(), &format!("r{i}"))], &[]));
         }
@@ -233,16 +323,46 @@ mod tests {
         assert_eq!(flushed.len(), 1, "one frame for the whole window");
         let payload = flushed[0].1.to_value();
         assert_eq!(payload["joins"].as_object().map(|o| o.len()), Some(99));
-        let state = replicas.state_of("t").unwrap_or_default();
-        assert_eq!(state.as_object().map(|o| o.len()), Some(99));
+        assert_eq!(keys(replicas.state_now("t")), 99);
         assert!(
             replicas.flush(&registry).is_empty(),
             "nothing new, nothing sent"
         );
 
-        replicas.on_state("gone", &json!({}));
+        seed(&replicas, "gone");
         replicas.flush(&registry);
-        assert!(!replicas.has_state("gone"));
+        assert!(replicas.state_now("gone").is_none());
         assert_eq!(replicas.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_join_gets_the_seed_or_gives_up_and_lets_the_next_ask() {
+        let replicas = Arc::new(Replicas::default());
+        assert!(!replicas.presence_known("t", 1, "1"));
+        assert!(replicas.presence_known("t", 2, "1"));
+        let waiter = {
+            let replicas = replicas.clone();
+            tokio::spawn(async move { replicas.state_for_join("t", Duration::from_secs(5)).await })
+        };
+        tokio::task::yield_now().await;
+        replicas.on_join_answer(
+            "t",
+            1,
+            "1",
+            Some(&json!({"u": {"metas": [{"phx_ref": "a"}]}})),
+        );
+        let state = waiter.await.ok().flatten().unwrap_or_default();
+        assert_eq!(state["u"]["metas"][0]["phx_ref"], "a");
+
+        assert!(!replicas.presence_known("lost", 1, "1"));
+        assert!(replicas.presence_known("lost", 2, "1"));
+        let none = replicas
+            .state_for_join("lost", Duration::from_millis(20))
+            .await;
+        assert!(none.is_none());
+        assert!(
+            !replicas.presence_known("lost", 3, "1"),
+            "the next join asks again"
+        );
     }
 }

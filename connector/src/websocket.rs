@@ -138,6 +138,9 @@ async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims)
     app.metrics.connections.dec();
 }
 
+/// How long a join waits for the presence list another join of the same topic asked for.
+const SEED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long a closing socket may take to flush its last frames.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -279,7 +282,7 @@ impl SessionTask {
                     let label = crate::metrics::Metrics::status_label(&reply.status);
                     self.app.metrics.replies.with_label_values(&[label]).inc();
                 }
-                self.presence_state(&mut delivery);
+                self.presence_state(&mut delivery).await;
                 let mut actions = Vec::new();
                 self.session.handle_delivery(delivery, &mut actions);
                 self.execute(actions).await;
@@ -289,29 +292,30 @@ impl SessionTask {
         None
     }
 
-    /// A join's `presence_state` push either seeds this connector's replica of the topic (a
-    /// full list) or is filled in from it (a null payload: the join said the connector holds
-    /// the topic). Only for the join this socket is waiting on: its subscription has been in
-    /// place since before the processor read the state, which is what makes seeding exact.
-    fn presence_state(&self, delivery: &mut topics::Delivery) {
+    /// Fills in a join's `presence_state` pushed with a null payload (the join said this
+    /// connector holds the topic's presence) from the replica, waiting for a seed on its way.
+    /// Full lists have already seeded the replica where deliveries are read.
+    async fn presence_state(&mut self, delivery: &mut topics::Delivery) {
         if !self.session.answers_pending_join(delivery) {
             return;
         }
-        let replicas = &self.app.replicas;
         for push in &mut delivery.pushes {
-            if push.event != presence::STATE {
+            if push.event != presence::STATE || !push.payload.is_null() {
                 continue;
             }
-            if push.payload.is_null() {
-                push.payload = replicas.state_of(&delivery.topic).unwrap_or_else(|| {
-                    // Cannot happen while the socket stays subscribed; an empty list is
-                    // still a valid answer, which the diffs that follow complete.
-                    tracing::warn!(topic = %delivery.topic, "no presence replica to fill presence_state from");
-                    json!({})
-                });
-            } else {
-                replicas.on_state(&delivery.topic, &push.payload);
-            }
+            let state = self
+                .app
+                .replicas
+                .state_for_join(&delivery.topic, SEED_PATIENCE)
+                .await;
+            push.payload = state.unwrap_or_else(|| {
+                // The join that asked for the list never got it back (it was lost, or its
+                // socket left first). An empty list plus the diffs that follow is the best
+                // answer left; the next join asks again.
+                tracing::warn!(topic = %delivery.topic, "no presence list to answer a join with");
+                self.app.metrics.presence_fallbacks.inc();
+                json!({})
+            });
         }
     }
 
@@ -384,9 +388,16 @@ impl SessionTask {
                     msg_ref,
                     mut kind,
                 } => {
-                    if let CommandKind::Join { presence_known, .. } = &mut kind {
-                        *presence_known = self.app.replicas.has_state(&topic);
-                    }
+                    let asks_presence = match &mut kind {
+                        CommandKind::Join { presence_known, .. } => {
+                            *presence_known =
+                                self.app
+                                    .replicas
+                                    .presence_known(&topic, self.socket_id, &join_id);
+                            !*presence_known
+                        }
+                        _ => false,
+                    };
                     let command = Command {
                         id: uuid::Uuid::new_v4().to_string(),
                         topic,
@@ -404,28 +415,38 @@ impl SessionTask {
                     // at most one is in flight per socket (some Kafka-protocol brokers lost
                     // records under many in-flight requests); on failure the client's push
                     // times out and it retries, and nothing was half-done.
-                    let topic = command.topic.clone();
-                    let sent = command
-                        .encode()
-                        .map_err(|e| e.to_string())
-                        .and_then(|bytes| {
-                            let key = bytes::Bytes::copy_from_slice(topic.as_bytes());
-                            self.app
-                                .log
-                                .send_all(vec![(COMMANDS, key, bytes)])
-                                .map_err(|e| e.to_string())
-                        });
-                    match sent {
-                        Ok(pending) => {
-                            if let Err(error) = pending.await {
-                                tracing::error!(%error, %topic, "a command was not stored");
-                            }
-                        }
-                        Err(error) => tracing::error!(%error, %topic, "could not send a command"),
+                    if !self.store(&command).await && asks_presence {
+                        let join_id = command.socket.join_ref.as_deref().unwrap_or_default();
+                        self.app
+                            .replicas
+                            .cancel_request(&command.topic, self.socket_id, join_id);
                     }
                 }
             }
         }
+    }
+
+    /// Appends a command to the log and waits until it is stored; false if it was not.
+    async fn store(&mut self, command: &Command) -> bool {
+        let topic = &command.topic;
+        let sent = command
+            .encode()
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let key = bytes::Bytes::copy_from_slice(topic.as_bytes());
+                self.app
+                    .log
+                    .send_all(vec![(COMMANDS, key, bytes)])
+                    .map_err(|e| e.to_string())
+            });
+        let stored = match sent {
+            Ok(pending) => pending.await.map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &stored {
+            tracing::error!(%error, %topic, "a command was not stored");
+        }
+        stored.is_ok()
     }
 
     fn shutdown_notice(&mut self) {

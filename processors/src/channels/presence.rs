@@ -92,15 +92,30 @@ fn own<'a>(command: &'a Command, view: &'a View) -> impl Iterator<Item = &'a Pre
         .filter(move |p| Some(p.join_id.as_str()) == command.socket.join_ref.as_deref())
 }
 
-/// Adds presence to an accepted join on a tracked route: the joining user is tracked (unless
+/// Adds presence to a join on a tracked route. Accepted: the joining user is tracked (unless
 /// anonymous), the others hear of it, and the socket is pushed `presence_state` before any
-/// other push.
+/// other push. Refused: nothing is tracked, but a join that asked for the list still gets it,
+/// for its connector's replica (other joins there may be waiting for it); connectors never
+/// forward the pushes of a refused join.
 pub fn track(mut decision: Decision, route: &Route, command: &Command, view: &View) -> Decision {
-    let accepted = decision.reply.as_ref().is_some_and(|r| r.status == "ok");
-    if !accepted || !is_tracked(route) {
+    if !is_tracked(route) {
         return decision;
     }
-    let tracked = initial_meta(route, &command.claims, &view.now).map(|meta| {
+    let accepted = decision.reply.as_ref().is_some_and(|r| r.status == "ok");
+    let presence_known = matches!(
+        command.kind,
+        CommandKind::Join {
+            presence_known: true,
+            ..
+        }
+    );
+    if !accepted && presence_known {
+        return decision;
+    }
+    let meta = accepted
+        .then(|| initial_meta(route, &command.claims, &view.now))
+        .flatten();
+    let tracked = meta.map(|meta| {
         let phx_ref = phx_ref(&command.id, 0);
         Presence {
             topic: command.topic.clone(),
@@ -112,13 +127,6 @@ pub fn track(mut decision: Decision, route: &Route, command: &Command, view: &Vi
             join_id: command.socket.join_ref.clone().unwrap_or_default(),
         }
     });
-    let presence_known = matches!(
-        command.kind,
-        CommandKind::Join {
-            presence_known: true,
-            ..
-        }
-    );
     let state = if presence_known {
         Value::Null
     } else {
@@ -302,13 +310,21 @@ mod tests {
         );
         assert_eq!(anon.pushes[0].event, STATE);
         assert!(anon.writes.is_empty() && anon.broadcasts.is_empty());
-        let refused = track(
-            Decision::refuse("unauthorized"),
-            &route(),
-            &join(Some("7"), false),
-            &View::default(),
+        let refused = |known| {
+            track(
+                Decision::refuse("unauthorized"),
+                &route(),
+                &join(Some("7"), known),
+                &View::default(),
+            )
+        };
+        assert!(refused(true).pushes.is_empty());
+        let asked = refused(false);
+        assert_eq!(
+            asked.pushes[0].event, STATE,
+            "the list still goes to the replica"
         );
-        assert!(refused.pushes.is_empty() && refused.writes.is_empty());
+        assert!(asked.writes.is_empty() && asked.broadcasts.is_empty());
     }
 
     #[test]
