@@ -46,6 +46,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
 /// Users seen, as a bit set over user numbers (keys are `b<number>`): a client's whole
 /// presence list in N/8 bytes, so 5,000 clients fit in the benchmark's memory.
 struct Seen {
@@ -163,6 +178,7 @@ async fn main() {
     drop(connect(&server).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base_rss = rss_kib(pid);
+    let (server_cpu, own_cpu) = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
 
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -174,6 +190,8 @@ async fn main() {
         outcomes.push(outcome.expect("client task"));
     }
     let rss = rss_kib(pid);
+    let server_cpu = cpu_seconds(&pid.to_string()) - server_cpu;
+    let own_cpu = cpu_seconds("self") - own_cpu;
     let answered = outcomes
         .iter()
         .map(|o| o.answered)
@@ -198,6 +216,9 @@ async fn main() {
     println!(
         "  presence bytes per client        mean {:.0} KiB",
         bytes as f64 / users as f64 / 1024.0
+    );
+    println!(
+        "  CPU used                         server {server_cpu:.1} s, benchmark clients {own_cpu:.1} s"
     );
     println!(
         "  server memory growth             {:.1} MiB ({:.1} KiB per joined, tracked socket)",

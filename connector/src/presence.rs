@@ -17,12 +17,15 @@
 //! Diffs are not forwarded one by one: every `window` the diffs of each topic are folded into
 //! one and sent once, encoded once per serializer, so a join storm of thousands costs each
 //! client a frame per window rather than a frame per join. Folding keeps the result exact.
+//! Topics with thousands of local subscribers get proportionally longer windows (see
+//! [`SUBSCRIBERS_PER_WINDOW`]): each flush is a write to every one of them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,12 @@ use topics::Broadcast;
 use crate::fanout::deliver;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+
+/// Sending a diff costs a write per subscriber; past this many subscribers of a topic its
+/// window grows by one more window, so writing diffs stays a bounded share of a core however
+/// large the audience (a small diff to 2,000 sockets takes roughly a 25 ms window's worth of
+/// a third of a core).
+pub const SUBSCRIBERS_PER_WINDOW: usize = 2000;
 
 /// The event that carries a full list.
 pub const STATE: &str = "presence_state";
@@ -49,6 +58,20 @@ struct Replica {
     /// Joins (socket, join id) sent asking for the full list while this replica existed:
     /// their snapshots may seed it, since it has heard every diff since they were taken.
     requests: HashSet<(u64, String)>,
+    /// When diffs were last sent.
+    flushed_at: Option<Instant>,
+    /// `state` as JSON text, encoded once for every join answered until it changes.
+    encoded: Option<Arc<str>>,
+}
+
+impl Replica {
+    fn encoded(&mut self) -> Option<Arc<str>> {
+        if self.encoded.is_none() {
+            let text = serde_json::to_string(self.state.as_ref()?).ok()?;
+            self.encoded = Some(Arc::from(text));
+        }
+        self.encoded.clone()
+    }
 }
 
 /// The presence replicas of one connector, by channel topic.
@@ -141,20 +164,15 @@ impl Replicas {
         }
     }
 
-    /// The state now, if held.
-    fn state_now(&self, topic: &str) -> Option<Value> {
-        self.with(|topics| {
-            topics
-                .get(topic)
-                .and_then(|r| r.state.as_ref())
-                .map(PresenceState::to_value)
-        })
+    /// The state now as JSON text, if held.
+    fn state_now(&self, topic: &str) -> Option<Arc<str>> {
+        self.with(|topics| topics.get_mut(topic).and_then(Replica::encoded))
     }
 
     /// The `presence_state` payload for a join of `topic` that said `presence_known`, waiting
     /// up to `patience` for a seed on its way. `None` if none came: the request behind it was
     /// lost, and the next join asks again.
-    pub async fn state_for_join(&self, topic: &str, patience: Duration) -> Option<Value> {
+    pub async fn state_for_join(&self, topic: &str, patience: Duration) -> Option<Arc<str>> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let notified = self.seeded.notified();
@@ -174,7 +192,10 @@ impl Replicas {
 
     /// Takes the diffs to send now, folding them into the replicas, and drops the replicas of
     /// topics nobody here listens to any more.
-    fn flush(&self, registry: &Registry) -> Vec<(String, PresenceDiff)> {
+    /// A topic's window is `window`, stretched by one more `window` per
+    /// [`SUBSCRIBERS_PER_WINDOW`] local subscribers.
+    fn flush(&self, registry: &Registry, window: Duration) -> Vec<(String, PresenceDiff)> {
+        let now = Instant::now();
         self.with(|topics| {
             topics.retain(|topic, _| registry.has_subscribers(topic));
             let mut out = Vec::new();
@@ -182,7 +203,19 @@ impl Replicas {
                 if replica.pending.is_empty() {
                     continue;
                 }
+                let subscribers = registry.subscriber_count(topic);
+                let windows = u32::try_from(subscribers.div_ceil(SUBSCRIBERS_PER_WINDOW))
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                let due = replica
+                    .flushed_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= window * windows);
+                if !due {
+                    continue;
+                }
+                replica.flushed_at = Some(now);
                 let diff = std::mem::take(&mut replica.pending);
+                replica.encoded = None;
                 match &mut replica.state {
                     Some(state) => state.apply(&diff),
                     None => replica.before_state.then(&diff),
@@ -219,7 +252,7 @@ pub async fn flush_every(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for (topic, diff) in replicas.flush(&registry) {
+        for (topic, diff) in replicas.flush(&registry, window) {
             let broadcast = Broadcast {
                 id: String::new(),
                 topic,
@@ -273,10 +306,14 @@ mod tests {
         replicas.on_join_answer(topic, 1, "1", Some(&json!({})));
     }
 
-    fn keys(state: Option<Value>) -> usize {
+    fn parsed(state: Option<Arc<str>>) -> Value {
         state
-            .and_then(|s| s.as_object().map(|o| o.len()))
-            .unwrap_or(0)
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    }
+
+    fn keys(state: Option<Arc<str>>) -> usize {
+        parsed(state).as_object().map_or(0, |o| o.len())
     }
 
     #[test]
@@ -286,7 +323,7 @@ mod tests {
         let replicas = Replicas::default();
         // u joined before the snapshot was taken, v after; the snapshot already has u.
         replicas.on_diff("t", &diff(&[("u", "a")], &[]));
-        assert_eq!(replicas.flush(&registry).len(), 1);
+        assert_eq!(replicas.flush(&registry, Duration::ZERO).len(), 1);
         assert!(!replicas.presence_known("t", 1, "1"), "the first join asks");
         assert!(
             replicas.presence_known("t", 2, "1"),
@@ -303,8 +340,8 @@ mod tests {
         // v's diff is still pending: the state served to a joiner does not have it yet, and
         // the joiner receives it at the flush like everybody else.
         assert_eq!(keys(replicas.state_now("t")), 1);
-        assert_eq!(replicas.flush(&registry).len(), 1);
-        let state = replicas.state_now("t").unwrap_or_default();
+        assert_eq!(replicas.flush(&registry, Duration::ZERO).len(), 1);
+        let state = parsed(replicas.state_now("t"));
         assert_eq!(state["v"]["metas"][0]["phx_ref"], "b");
         assert_eq!(state["u"]["metas"][0]["phx_ref"], "a");
     }
@@ -319,18 +356,18 @@ mod tests {
             replicas.on_diff("t", &diff(&[(&i.to_string(), &format!("r{i}"))], &[]));
         }
         replicas.on_diff("t", &diff(&[], &[("5", "r5")]));
-        let flushed = replicas.flush(&registry);
+        let flushed = replicas.flush(&registry, Duration::ZERO);
         assert_eq!(flushed.len(), 1, "one frame for the whole window");
         let payload = flushed[0].1.to_value();
         assert_eq!(payload["joins"].as_object().map(|o| o.len()), Some(99));
         assert_eq!(keys(replicas.state_now("t")), 99);
         assert!(
-            replicas.flush(&registry).is_empty(),
+            replicas.flush(&registry, Duration::ZERO).is_empty(),
             "nothing new, nothing sent"
         );
 
         seed(&replicas, "gone");
-        replicas.flush(&registry);
+        replicas.flush(&registry, Duration::ZERO);
         assert!(replicas.state_now("gone").is_none());
         assert_eq!(replicas.len(), 1);
     }
@@ -351,7 +388,7 @@ mod tests {
             "1",
             Some(&json!({"u": {"metas": [{"phx_ref": "a"}]}})),
         );
-        let state = waiter.await.ok().flatten().unwrap_or_default();
+        let state = parsed(waiter.await.ok().flatten());
         assert_eq!(state["u"]["metas"][0]["phx_ref"], "a");
 
         assert!(!replicas.presence_known("lost", 1, "1"));

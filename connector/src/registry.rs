@@ -154,6 +154,15 @@ impl Registry {
             .contains_key(topic)
     }
 
+    /// How many sessions here are subscribed to `topic`.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.shard(topic)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+            .map_or(0, HashMap::len)
+    }
+
     /// The sessions subscribed to `topic` (a snapshot, so no lock is held while sending).
     pub fn subscribers(&self, topic: &str) -> Vec<SessionHandle> {
         self.shard(topic)

@@ -236,12 +236,51 @@ pub fn encode_push(
     event: &str,
     payload: &Value,
 ) -> Frame {
-    match vsn {
-        Vsn::V2 => text(&json!([join_ref, Value::Null, topic, event, payload])),
-        Vsn::V1 => text(&json!({
-            "topic": topic, "event": event, "payload": payload, "ref": Value::Null,
-        })),
-    }
+    // Serialized in place: a payload may be a large presence list, not worth a deep copy.
+    let encoded = match vsn {
+        Vsn::V2 => serde_json::to_string(&(join_ref, (), topic, event, payload)),
+        Vsn::V1 => serde_json::to_string(&V1Push {
+            topic,
+            event,
+            payload,
+            r#ref: (),
+        }),
+    };
+    Frame::Text(encoded.unwrap_or_default())
+}
+
+/// A V1 push, serialized without copying its payload.
+#[derive(serde::Serialize)]
+struct V1Push<'a> {
+    topic: &'a str,
+    event: &'a str,
+    payload: &'a Value,
+    r#ref: (),
+}
+
+/// Encodes a push whose payload is already JSON text (a presence list encoded once and sent
+/// to many joining sockets).
+pub fn encode_push_raw(
+    vsn: Vsn,
+    join_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload_json: &str,
+) -> Frame {
+    let string = |s: &str| Value::String(s.to_owned()).to_string();
+    Frame::Text(match vsn {
+        Vsn::V2 => format!(
+            "[{},null,{},{},{payload_json}]",
+            join_ref.map_or_else(|| "null".to_owned(), string),
+            string(topic),
+            string(event),
+        ),
+        Vsn::V1 => format!(
+            r#"{{"topic":{},"event":{},"payload":{payload_json},"ref":null}}"#,
+            string(topic),
+            string(event),
+        ),
+    })
 }
 
 /// Encodes `phx_close` for a join (the ref is the join_ref, PROTOCOL.md §3.1).
@@ -258,6 +297,21 @@ pub fn encode_close(vsn: Vsn, join_ref: Option<&str>, topic: &str) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_pushes_encode_like_value_pushes() {
+        let payload = json!({"u \"1\"": {"metas": [{"phx_ref": "a"}]}});
+        for vsn in [Vsn::V1, Vsn::V2] {
+            for join_ref in [None, Some("j\"1")] {
+                let Frame::Text(value) =
+                    encode_push(vsn, join_ref, "t:1", "presence_state", &payload);
+                let Frame::Text(raw) =
+                    encode_push_raw(vsn, join_ref, "t:1", "presence_state", &payload.to_string());
+                let parsed = |s: &str| serde_json::from_str::<Value>(s).expect("json");
+                assert_eq!(parsed(&value), parsed(&raw), "{vsn:?}");
+            }
+        }
+    }
 
     #[test]
     fn negotiates_versions() {

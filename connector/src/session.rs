@@ -15,8 +15,12 @@ use topics::routes::route;
 use topics::{CommandKind, Delivery};
 
 use crate::serializer::{
-    encode_close, encode_push, encode_reply, DecodeError, Frame, Message, Payload, Vsn,
+    encode_close, encode_push, encode_push_raw, encode_reply, DecodeError, Frame, Message, Payload,
+    Vsn,
 };
+
+/// The push carrying a channel's presence list.
+const PRESENCE_STATE: &str = "presence_state";
 
 /// Most channels one socket may join (Phoenix's `max_channels_per_transport`).
 pub const MAX_CHANNELS: usize = 100;
@@ -378,8 +382,15 @@ impl Session {
         }
     }
 
-    /// Handles a reply and pushes that a processor sent to this socket.
-    pub fn handle_delivery(&mut self, delivery: Delivery, out: &mut Vec<Action>) {
+    /// Handles a reply and pushes that a processor sent to this socket. `presence_list` is
+    /// the payload, as JSON text, of a `presence_state` push that came without one (the
+    /// connector holds the topic's list, see [`crate::presence`]).
+    pub fn handle_delivery(
+        &mut self,
+        delivery: Delivery,
+        presence_list: Option<&str>,
+        out: &mut Vec<Action>,
+    ) {
         let topic = delivery.topic;
         let Some(channel) = self.channels.get_mut(&topic) else {
             return;
@@ -391,13 +402,14 @@ impl Session {
         let vsn = self.vsn;
         let push_all = |pushes: Vec<topics::Push>, out: &mut Vec<Action>| {
             for push in pushes {
-                out.push(Action::Send(encode_push(
-                    vsn,
-                    join_ref.as_deref(),
-                    &topic,
-                    &push.event,
-                    &push.payload,
-                )));
+                let jr = join_ref.as_deref();
+                let frame = match presence_list {
+                    Some(list) if push.event == PRESENCE_STATE && push.payload.is_null() => {
+                        encode_push_raw(vsn, jr, &topic, &push.event, list)
+                    }
+                    _ => encode_push(vsn, jr, &topic, &push.event, &push.payload),
+                };
+                out.push(Action::Send(frame));
             }
         };
         match &mut channel.state {
@@ -568,6 +580,7 @@ mod tests {
         let mut out = Vec::new();
         session.handle_delivery(
             delivery(topic, &join_id, Some(join_ref), "ok", json!({})),
+            None,
             &mut out,
         );
         join_id
@@ -637,7 +650,7 @@ mod tests {
             payload: json!({"campaign": {}}),
         });
         assert!(s.answers_pending_join(&d));
-        s.handle_delivery(d, &mut out);
+        s.handle_delivery(d, None, &mut out);
         assert_eq!(out[1], Action::JoinAnswered("ok".into()));
         assert_eq!(
             frames(&out),
@@ -683,6 +696,7 @@ mod tests {
                 "error",
                 json!({"reason": "unauthorized"}),
             ),
+            None,
             &mut out,
         );
         assert_eq!(
@@ -722,6 +736,7 @@ mod tests {
                 "error",
                 json!({"reason": "unknown event"}),
             ),
+            None,
             &mut out,
         );
         assert_eq!(
@@ -790,6 +805,7 @@ mod tests {
         let mut out = Vec::new();
         s.handle_delivery(
             delivery("donations:lobby", &ids[1].0, Some("12"), "ok", json!({})),
+            None,
             &mut out,
         );
         assert_eq!(
@@ -803,6 +819,7 @@ mod tests {
         let mut out = Vec::new();
         s.handle_delivery(
             delivery("donations:lobby", &ids[0].0, Some("3"), "ok", json!({})),
+            None,
             &mut out,
         );
         assert!(out.is_empty());
@@ -844,6 +861,7 @@ mod tests {
         let mut out = Vec::new();
         s.handle_delivery(
             delivery("donations:lobby", "1", Some("1"), "ok", json!({})),
+            None,
             &mut out,
         );
         assert_eq!(
@@ -896,7 +914,7 @@ mod rate_limit_tests {
             }),
             pushes: vec![],
         };
-        s.handle_delivery(delivery, &mut out);
+        s.handle_delivery(delivery, None, &mut out);
         let push = |s: &mut Session, at: Instant| {
             let mut out = Vec::new();
             s.handle(

@@ -277,14 +277,15 @@ impl SessionTask {
                 self.session.handle_broadcast(&topic, frame, &mut actions);
                 self.execute(actions).await;
             }
-            Outbound::Delivery(mut delivery) => {
+            Outbound::Delivery(delivery) => {
                 if let Some(reply) = &delivery.reply {
                     let label = crate::metrics::Metrics::status_label(&reply.status);
                     self.app.metrics.replies.with_label_values(&[label]).inc();
                 }
-                self.presence_state(&mut delivery).await;
+                let list = self.presence_list(&delivery).await;
                 let mut actions = Vec::new();
-                self.session.handle_delivery(delivery, &mut actions);
+                self.session
+                    .handle_delivery(delivery, list.as_deref(), &mut actions);
                 self.execute(actions).await;
             }
             Outbound::Close(code, reason) => return Some((code, reason)),
@@ -292,31 +293,30 @@ impl SessionTask {
         None
     }
 
-    /// Fills in a join's `presence_state` pushed with a null payload (the join said this
-    /// connector holds the topic's presence) from the replica, waiting for a seed on its way.
-    /// Full lists have already seeded the replica where deliveries are read.
-    async fn presence_state(&mut self, delivery: &mut topics::Delivery) {
-        if !self.session.answers_pending_join(delivery) {
-            return;
+    /// The presence list for a join's `presence_state` pushed with a null payload (the join
+    /// said this connector holds the topic's presence), from the replica, waiting for a seed
+    /// on its way. Full lists have already seeded the replica where deliveries are read.
+    async fn presence_list(&mut self, delivery: &topics::Delivery) -> Option<Arc<str>> {
+        let wanted = delivery
+            .pushes
+            .iter()
+            .any(|p| p.event == presence::STATE && p.payload.is_null());
+        if !wanted || !self.session.answers_pending_join(delivery) {
+            return None;
         }
-        for push in &mut delivery.pushes {
-            if push.event != presence::STATE || !push.payload.is_null() {
-                continue;
-            }
-            let state = self
-                .app
-                .replicas
-                .state_for_join(&delivery.topic, SEED_PATIENCE)
-                .await;
-            push.payload = state.unwrap_or_else(|| {
-                // The join that asked for the list never got it back (it was lost, or its
-                // socket left first). An empty list plus the diffs that follow is the best
-                // answer left; the next join asks again.
-                tracing::warn!(topic = %delivery.topic, "no presence list to answer a join with");
-                self.app.metrics.presence_fallbacks.inc();
-                json!({})
-            });
-        }
+        let list = self
+            .app
+            .replicas
+            .state_for_join(&delivery.topic, SEED_PATIENCE)
+            .await;
+        Some(list.unwrap_or_else(|| {
+            // The join that asked for the list never got it back (it was lost). An empty
+            // list plus the diffs that follow is the best answer left; the next join asks
+            // again.
+            tracing::warn!(topic = %delivery.topic, "no presence list to answer a join with");
+            self.app.metrics.presence_fallbacks.inc();
+            Arc::from("{}")
+        }))
     }
 
     async fn incoming(&mut self, message: WsMessage) {

@@ -155,6 +155,18 @@ impl PresenceState {
     }
 }
 
+/// Serializes as the `presence_state` payload, without building it as a [`Value`] first (a
+/// large list is encoded once for many joining sockets).
+impl serde::Serialize for PresenceState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Entry<'a> {
+            metas: &'a Value,
+        }
+        serializer.collect_map(self.entries.iter().map(|(k, metas)| (k, Entry { metas })))
+    }
+}
+
 /// Joins and leaves: the payload of `presence_diff`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PresenceDiff {
@@ -235,6 +247,17 @@ mod tests {
         assert_eq!(v["joins"]["1"]["metas"][0]["phx_ref"], "a");
         assert_eq!(PresenceDiff::from_value(&v), Some(d));
         assert_eq!(PresenceDiff::from_value(&json!({"joins": {}})), None);
+    }
+
+    #[test]
+    fn a_state_serializes_as_its_payload() {
+        let mut s = PresenceState::default();
+        s.apply(&diff(&[("u", "a"), ("v", "b")], &[]));
+        let text = serde_json::to_string(&s).expect("serializes");
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).ok(),
+            Some(s.to_value())
+        );
     }
 
     #[test]
