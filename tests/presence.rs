@@ -89,6 +89,41 @@ async fn users_see_each_other_join_open_tabs_leave_and_drop() {
 }
 
 #[tokio::test]
+async fn a_duplicate_join_gets_a_fresh_state_and_replaces_the_meta() {
+    let server = TestServer::start().await;
+    let (mut watcher, _) = joined(&server, "5", CAMPAIGN).await;
+    let mut seen = PresenceState::default();
+    let (mut a, first_join) = joined(&server, "7", CAMPAIGN).await;
+    watcher
+        .presence_until(CAMPAIGN, &mut seen, has("7", 1))
+        .await;
+    let old_ref = metas(&seen, "7")[0]["phx_ref"].clone();
+
+    // Joining the same topic again on the same socket: the old join ends (phx_close after the
+    // new reply), and a presence_state comes with the new join_ref, as phoenix.js needs.
+    let (second_join, reply) = a.join(CAMPAIGN, json!({})).await;
+    assert_eq!(reply["status"], "ok");
+    assert_ne!(first_join, second_join);
+    let fresh = loop {
+        let frame = a.presence_frame(CAMPAIGN).await;
+        if frame[3] == "presence_state" && frame[0] == second_join.as_str() {
+            break frame;
+        }
+    };
+    assert!(
+        fresh[4].get("5").is_some(),
+        "the fresh state lists the others"
+    );
+    watcher
+        .presence_until(CAMPAIGN, &mut seen, |s| {
+            let metas = metas(s, "7");
+            metas.len() == 1 && metas[0]["phx_ref"] != old_ref
+        })
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn anonymous_sockets_see_presence_without_being_listed() {
     let server = TestServer::start().await;
     let (mut member, _) = joined(&server, "7", CAMPAIGN).await;

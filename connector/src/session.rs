@@ -673,6 +673,24 @@ mod tests {
     }
 
     #[test]
+    fn too_many_broadcasts_held_for_a_join_overflow_the_socket() {
+        let mut s = Session::new(Vsn::V2, 0);
+        let mut out = Vec::new();
+        s.handle(
+            msg(r#"["11","1","donations:lobby","phx_join",{}]"#),
+            Instant::now(),
+            &mut out,
+        );
+        let mut out = Vec::new();
+        for _ in 0..MAX_HELD {
+            s.handle_broadcast("donations:lobby", Utf8Bytes::from_static("b"), &mut out);
+        }
+        assert!(out.is_empty());
+        s.handle_broadcast("donations:lobby", Utf8Bytes::from_static("b"), &mut out);
+        assert_eq!(out, vec![Action::Overflow]);
+    }
+
+    #[test]
     fn refused_join_registers_nothing() {
         let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();

@@ -245,6 +245,54 @@ mod tests {
         );
     }
 
+    /// A command as connectors wrote it before `presence_known` and `EXPIRE` existed.
+    #[derive(Serialize)]
+    struct CommandV1 {
+        id: String,
+        topic: String,
+        socket: crate::envelope::SocketRef,
+        claims: crate::envelope::Claims,
+        kind: String,
+        event: Option<String>,
+        payload_json: String,
+        received_at: String,
+    }
+
+    #[test]
+    fn commands_from_connectors_of_the_previous_version_stay_readable() {
+        let v1_text = SCHEMAS
+            .iter()
+            .find(|(n, v, _)| *n == "Command" && *v == 1)
+            .map(|(_, _, t)| *t)
+            .expect("v1 schema");
+        let v1 = Schema::parse_str(v1_text).expect("parses");
+        let old = CommandV1 {
+            id: "c".into(),
+            topic: "donations:campaign:1".into(),
+            socket: crate::envelope::SocketRef {
+                connector_id: "a".into(),
+                socket_id: 1,
+                join_ref: Some("1".into()),
+                msg_ref: Some("2".into()),
+            },
+            claims: crate::envelope::Claims::default(),
+            kind: "JOIN".into(),
+            event: None,
+            payload_json: "{}".into(),
+            received_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let bytes = encode_with(&v1, fingerprint(&v1), &old).expect("encodes with v1");
+        let read = crate::Command::decode(&bytes).expect("the v2 reader reads v1");
+        assert_eq!(
+            read.kind,
+            crate::CommandKind::Join {
+                params: serde_json::json!({}),
+                presence_known: false
+            },
+            "the field added in v2 takes its default"
+        );
+    }
+
     #[test]
     fn refuses_foreign_bytes() {
         assert!(matches!(
