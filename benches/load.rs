@@ -20,32 +20,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::env_usize;
 use common::kafka::{fresh_group, Tansu};
-use common::process::{connect, Process};
+use common::process::{connect, rss_kib, Process};
 use common::{Client, Connect};
 use serde_json::json;
 
 const TOPIC: &str = "donations:campaign:1";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -17,7 +17,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::{connect, Process};
+use common::env_usize;
+use common::process::{connect, rss_kib, Process};
 use futures_util::{SinkExt, StreamExt};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -25,26 +26,6 @@ use std::collections::HashMap;
 use tokio_tungstenite::tungstenite::Message;
 
 const TOPIC: &str = "donations:campaign:1";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_seconds(pid: &str) -> f64 {

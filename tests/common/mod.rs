@@ -98,6 +98,14 @@ impl Drop for TestServer {
     }
 }
 
+/// A size from the environment (benchmarks), or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Mints a token for `sub` with `roles`, valid for an hour.
 pub fn token(sub: &str, roles: &[&str]) -> String {
     token_with(sub, roles, 3600, SECRET)

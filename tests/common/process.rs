@@ -71,6 +71,20 @@ impl Drop for Process {
     }
 }
 
+/// Resident memory of process `pid`, in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 pub async fn connect(process: &Process) -> Client {
     // Wait until the socket endpoint answers (the listening line comes right after bind).
     for _ in 0..50 {
