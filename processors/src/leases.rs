@@ -27,6 +27,17 @@ use crate::metrics::ProcessorMetrics;
 /// The command partitions this processor owns now, kept current by the runner.
 pub type Owned = Arc<RwLock<Vec<u32>>>;
 
+/// Why a sweep stopped short (it is tried again at the next one).
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Log(#[from] topics::LogError),
+    #[error(transparent)]
+    Record(#[from] topics::RecordError),
+}
+
 /// What the sweeper knows of one connector.
 #[derive(Debug)]
 struct Seen {
@@ -109,7 +120,7 @@ impl Sweep<'_> {
         lapsed: impl Fn(&str) -> Option<String>,
         sent: &mut HashMap<(String, String), Instant>,
         resend_after: Duration,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<(), SweepError> {
         for connector in self.store.presence_connectors().await? {
             let Some(epoch) = lapsed(&connector) else {
                 continue;
