@@ -598,6 +598,20 @@ async fn http_api_health_and_metrics() {
         frame,
         json!([null, null, "donations:lobby", "announcement", {"text": "hi"}])
     );
+    // A message far over one frame's worth (sent as several WebSocket frames) arrives whole,
+    // multi-byte characters across frame boundaries included.
+    let long = "é€".repeat(40_000);
+    let body = json!({"topic": "donations:lobby", "event": "long", "payload": {"text": long}});
+    let (status, _) = http(
+        server.addr,
+        "POST",
+        "/api/broadcast",
+        Some(&service),
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(c.event("donations:lobby", "long").await[4]["text"], long);
 
     let mut user = Client::connect(&server, Some(&token("77", &[]))).await;
     user.heartbeat().await;

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use topics::names::{partition_for, TopicSpec, BROADCASTS, DELIVERIES};
 use topics::{Broadcast, Delivery, Log, LogError, Record, StartAt, Subscription};

@@ -27,6 +27,7 @@ pub mod serializer;
 pub mod session;
 
 mod http;
+mod upgrade;
 mod websocket;
 
 use std::sync::atomic::{AtomicU64, Ordering};

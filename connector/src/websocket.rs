@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;
@@ -17,6 +15,10 @@ use futures_util::{Sink, Stream};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use topics::names::COMMANDS;
 use topics::{Claims, Command, CommandKind, SocketRef};
@@ -26,6 +28,7 @@ use crate::presence;
 use crate::registry::{Outbound, SessionHandle};
 use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Vsn};
 use crate::session::{Action, Session};
+use crate::upgrade::{Socket, Upgrade};
 use crate::App;
 
 /// Per-socket read buffer: Phoenix frames are small, and a large buffer costs memory on every
@@ -33,6 +36,9 @@ use crate::App;
 const READ_BUFFER: usize = 4 * 1024;
 /// Written frames are buffered up to this size until the batch is flushed.
 const WRITE_BUFFER: usize = 16 * 1024;
+/// Text messages longer than this are sent as several frames, so no socket's write buffer
+/// grows past about two of them (tungstenite never shrinks it).
+const FRAGMENT: usize = 16 * 1024;
 
 /// Close codes this transport uses (never 1000: phoenix.js ≤ 1.8.12 would not reconnect).
 mod close_code {
@@ -47,7 +53,7 @@ pub(crate) async fn handler(
     State(app): State<Arc<App>>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Response {
     // Plug semantics: for a repeated key the last occurrence wins.
     let params: HashMap<String, String> = query.into_iter().collect();
@@ -81,22 +87,23 @@ pub(crate) async fn handler(
     if app.shutdown.is_cancelled() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let upgrade = match upgrade {
+    let upgrade = match Upgrade::from_request(&mut request) {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
     };
     let max = app.config.max_frame_bytes;
-    let tracked = app.tracker.clone();
-    upgrade
-        .protocols(["phoenix"])
-        .max_message_size(max)
-        .max_frame_size(max)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| tracked.track_future(run_session(app, socket, vsn, claims)))
+        .write_buffer_size(WRITE_BUFFER);
+    let tracked = app.tracker.clone();
+    upgrade.accept(config, move |socket| {
+        tracked.track_future(run_session(app, socket, vsn, claims))
+    })
 }
 
-async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims) {
+async fn run_session(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims) {
     let socket_id = app.next_socket_id();
     let (tx, mut rx) = mpsc::channel(app.config.outbound_queue);
     let handle = SessionHandle {
@@ -122,7 +129,7 @@ async fn run_session(app: Arc<App>, socket: WebSocket, vsn: Vsn, claims: Claims)
     let _ = task.execute(actions).await;
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
-            code,
+            code: CloseCode::from(code),
             reason: Utf8Bytes::from_static(reason),
         };
         task.duplex
@@ -151,14 +158,14 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// stops reading cannot stop the server reading it (no deadlock), and no wakeup is lost
 /// between a reader and a writer sharing the socket.
 struct Duplex {
-    socket: WebSocket,
+    socket: Socket,
     outgoing: VecDeque<WsMessage>,
     unflushed: bool,
     limit: usize,
 }
 
 impl Duplex {
-    fn new(socket: WebSocket, limit: usize) -> Self {
+    fn new(socket: Socket, limit: usize) -> Self {
         Self {
             socket,
             outgoing: VecDeque::new(),
@@ -167,17 +174,36 @@ impl Duplex {
         }
     }
 
-    /// Queues a frame; false when the queue is full (the client reads too slowly).
+    /// Queues a message, long texts as several frames; false when the queue is full (the
+    /// client reads too slowly).
     fn queue(&mut self, message: WsMessage) -> bool {
         if self.outgoing.len() >= self.limit {
             return false;
         }
-        self.outgoing.push_back(message);
+        match message {
+            WsMessage::Text(text) if text.len() > FRAGMENT => {
+                let bytes = bytes::Bytes::from(text);
+                let mut start = 0;
+                while start < bytes.len() {
+                    let end = (start + FRAGMENT).min(bytes.len());
+                    let opcode = if start == 0 {
+                        Data::Text
+                    } else {
+                        Data::Continue
+                    };
+                    let chunk = bytes.slice(start..end);
+                    let frame = WsFrame::message(chunk, OpCode::Data(opcode), end == bytes.len());
+                    self.outgoing.push_back(WsMessage::Frame(frame));
+                    start = end;
+                }
+            }
+            message => self.outgoing.push_back(message),
+        }
         true
     }
 
     /// Sends what the socket takes now and flushes; an error means the socket is gone.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), axum::Error> {
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), tungstenite::Error> {
         while !self.outgoing.is_empty() {
             match Pin::new(&mut self.socket).poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
@@ -201,7 +227,10 @@ impl Duplex {
     }
 
     /// Drives writes, then waits for the next frame from the client.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WsMessage, axum::Error>>> {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<WsMessage, tungstenite::Error>>> {
         if let Err(error) = self.poll_write(cx) {
             return Poll::Ready(Some(Err(error)));
         }
@@ -209,7 +238,7 @@ impl Duplex {
     }
 
     /// Waits until every queued frame is written and flushed.
-    async fn flush_all(&mut self) -> Result<(), axum::Error> {
+    async fn flush_all(&mut self) -> Result<(), tungstenite::Error> {
         std::future::poll_fn(|cx| match self.poll_write(cx) {
             Err(error) => Poll::Ready(Err(error)),
             Ok(()) if self.outgoing.is_empty() && !self.unflushed => Poll::Ready(Ok(())),
@@ -249,14 +278,11 @@ impl SessionTask {
                     deadline = Instant::now() + idle;
                     match incoming {
                         None | Some(Ok(WsMessage::Close(_))) => return None,
-                        Some(Err(error)) => {
-                            let text = error.to_string();
-                            if text.contains("too long") || text.contains("too big") {
-                                self.app.metrics.frames_rejected.with_label_values(&["frame too large"]).inc();
-                                return Some((close_code::TOO_BIG, "frame too large"));
-                            }
-                            return None;
+                        Some(Err(tungstenite::Error::Capacity(_))) => {
+                            self.app.metrics.frames_rejected.with_label_values(&["frame too large"]).inc();
+                            return Some((close_code::TOO_BIG, "frame too large"));
                         }
+                        Some(Err(_)) => return None,
                         Some(Ok(message)) => self.incoming(message).await,
                     }
                 }
@@ -331,8 +357,11 @@ impl SessionTask {
                     .inc();
                 return;
             }
-            // Pings are answered by the WebSocket layer; they only reset the idle timer.
-            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) => return,
+            // Pings are answered by the WebSocket layer; they only reset the idle timer. Raw
+            // frames are never produced when reading.
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) | WsMessage::Frame(_) => {
+                return
+            }
         };
         self.app.metrics.messages_in.inc();
         let mut actions = Vec::new();
