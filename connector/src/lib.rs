@@ -11,6 +11,7 @@
 //! - [`fanout`]: deliveries and broadcasts from the log to sockets.
 //! - [`presence`]: presence replicas and per-window folding of presence diffs.
 //! - [`heartbeat`]: the lease that keeps this connector's presences alive.
+//! - `upgrade`: the WebSocket handshake.
 //! - `websocket`: the WebSocket transport and session task.
 //! - `http`: routes: socket, `/api/*`, health, metrics.
 //! - [`metrics`]: Prometheus metrics.
