@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use topics::names::{partition_for, TopicSpec, BROADCASTS, DELIVERIES};
 use topics::{Broadcast, Delivery, Log, LogError, Record, StartAt, Subscription};
 
-use topics::presence::PresenceDiff;
+use topics::presence::{PresenceDiff, DIFF_EVENT, STATE_EVENT};
 
 use crate::metrics::Metrics;
-use crate::presence::{self, Replicas};
+use crate::presence::Replicas;
 use crate::registry::{Outbound, Registry, Sessions};
 use crate::serializer::{encode_push, Frame, Vsn};
 
@@ -82,7 +82,7 @@ pub fn fan_out(broadcast: &Broadcast, targets: &Targets) {
             return;
         }
     }
-    if broadcast.event == presence::DIFF {
+    if broadcast.event == DIFF_EVENT {
         if let Some(diff) = PresenceDiff::from_value(&broadcast.payload) {
             targets.metrics.presence_diffs.inc();
             if targets.registry.has_subscribers(&broadcast.topic) {
@@ -169,7 +169,7 @@ pub async fn deliveries(
                     let list = delivery
                         .pushes
                         .iter()
-                        .find(|p| p.event == presence::STATE && p.payload.is_object());
+                        .find(|p| p.event == STATE_EVENT && p.payload.is_object());
                     replicas.on_join_answer(
                         &delivery.topic,
                         socket.socket_id,

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use topics::presence::{PresenceDiff, PresenceState};
+use topics::presence::{PresenceDiff, PresenceState, DIFF_EVENT};
 use topics::Broadcast;
 
 use crate::fanout::deliver;
@@ -40,11 +40,6 @@ use crate::registry::Registry;
 /// 2-core VM); per this many subscribers of a topic its window grows by one more window, so
 /// writing diffs stays a bounded share of a core (about 40 %) however large the audience.
 pub const SUBSCRIBERS_PER_WINDOW: usize = 1000;
-
-/// The event that carries a full list.
-pub const STATE: &str = "presence_state";
-/// The event that carries changes.
-pub const DIFF: &str = "presence_diff";
 
 #[derive(Debug, Default)]
 struct Replica {
@@ -225,14 +220,9 @@ impl Replicas {
         })
     }
 
-    /// Number of topics with a replica.
-    pub fn len(&self) -> usize {
+    /// Number of topics with a replica (for the gauge).
+    fn len(&self) -> usize {
         self.with(|topics| topics.len())
-    }
-
-    /// Whether no topic has a replica.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -255,7 +245,7 @@ pub async fn flush_every(
             let broadcast = Broadcast {
                 id: String::new(),
                 topic,
-                event: DIFF.to_owned(),
+                event: DIFF_EVENT.to_owned(),
                 payload: diff.to_value(),
                 transforms: Vec::new(),
             };

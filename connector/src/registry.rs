@@ -148,10 +148,7 @@ impl Registry {
 
     /// Whether any session here is subscribed to `topic`.
     pub fn has_subscribers(&self, topic: &str) -> bool {
-        self.shard(topic)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(topic)
+        self.subscriber_count(topic) > 0
     }
 
     /// How many sessions here are subscribed to `topic`.

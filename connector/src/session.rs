@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use serde_json::{json, Value};
+use topics::presence::STATE_EVENT;
 use topics::routes::route;
 use topics::{CommandKind, Delivery};
 
@@ -18,9 +19,6 @@ use crate::serializer::{
     encode_close, encode_push, encode_push_raw, encode_reply, DecodeError, Frame, Message, Payload,
     Vsn,
 };
-
-/// The push carrying a channel's presence list.
-const PRESENCE_STATE: &str = "presence_state";
 
 /// Most channels one socket may join (Phoenix's `max_channels_per_transport`).
 pub const MAX_CHANNELS: usize = 100;
@@ -404,7 +402,7 @@ impl Session {
             for push in pushes {
                 let jr = join_ref.as_deref();
                 let frame = match presence_list {
-                    Some(list) if push.event == PRESENCE_STATE && push.payload.is_null() => {
+                    Some(list) if push.event == STATE_EVENT && push.payload.is_null() => {
                         encode_push_raw(vsn, jr, &topic, &push.event, list)
                     }
                     _ => encode_push(vsn, jr, &topic, &push.event, &push.payload),

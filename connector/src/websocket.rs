@@ -21,10 +21,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use topics::names::COMMANDS;
+use topics::presence::STATE_EVENT;
 use topics::{Claims, Command, CommandKind, SocketRef};
 
 use crate::auth::token_from_protocols;
-use crate::presence;
+
 use crate::registry::{Outbound, SessionHandle};
 use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Vsn};
 use crate::session::{Action, Session};
@@ -326,7 +327,7 @@ impl SessionTask {
         let wanted = delivery
             .pushes
             .iter()
-            .any(|p| p.event == presence::STATE && p.payload.is_null());
+            .any(|p| p.event == STATE_EVENT && p.payload.is_null());
         if !wanted || !self.session.answers_pending_join(delivery) {
             return None;
         }

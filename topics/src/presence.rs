@@ -20,6 +20,11 @@
 
 use serde_json::{json, Map, Value};
 
+/// The push that carries a channel's full presence list to a joining socket.
+pub const STATE_EVENT: &str = "presence_state";
+/// The broadcast that carries presence changes to every subscriber.
+pub const DIFF_EVENT: &str = "presence_diff";
+
 /// The `phx_ref` of a meta.
 pub fn meta_ref(meta: &Value) -> Option<&str> {
     meta.get("phx_ref").and_then(Value::as_str)

@@ -9,16 +9,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
 use store::{Presence, PresenceFilter, Write};
-use topics::presence::{PresenceDiff, PresenceState};
+use topics::presence::{PresenceDiff, PresenceState, DIFF_EVENT, STATE_EVENT};
 use topics::routes::Route;
 use topics::{Claims, Command, CommandKind, Push};
 
 use crate::decision::{Announcement, Decision, View};
-
-/// The event carrying the full list to a joining socket.
-pub const STATE: &str = "presence_state";
-/// The event carrying changes to every subscriber.
-pub const DIFF: &str = "presence_diff";
 
 /// Whether joins of `route` push `presence_state` and track the joining user.
 pub fn is_tracked(route: &Route) -> bool {
@@ -82,7 +77,7 @@ fn with_ref(mut meta: Map<String, Value>, phx_ref: &str) -> Value {
 }
 
 fn announce(topic: &str, diff: &PresenceDiff) -> Announcement {
-    Announcement::new(topic, DIFF, diff.to_value())
+    Announcement::new(topic, DIFF_EVENT, diff.to_value())
 }
 
 /// The presences of the commanding socket's join.
@@ -139,7 +134,7 @@ pub fn track(mut decision: Decision, route: &Route, command: &Command, view: &Vi
     decision.pushes.insert(
         0,
         Push {
-            event: STATE.to_owned(),
+            event: STATE_EVENT.to_owned(),
             payload: state,
         },
     );
@@ -274,7 +269,7 @@ mod tests {
         };
         let joined = Decision::ok(json!({})).push("campaign_state", json!({}));
         let second = track(joined, &route(), &join(Some("8"), false), &view);
-        assert_eq!(second.pushes[0].event, STATE);
+        assert_eq!(second.pushes[0].event, STATE_EVENT);
         assert_eq!(second.pushes[1].event, "campaign_state");
         let state = &second.pushes[0].payload;
         assert_eq!(state["7"]["metas"][0]["phx_ref"], p7.phx_ref.as_str());
@@ -282,7 +277,7 @@ mod tests {
         assert_eq!(state["8"]["metas"][0]["typing"], false);
         assert!(state["8"]["metas"][0]["cursor_position"].is_null());
         let diff = &second.broadcasts[0];
-        assert_eq!(diff.event, DIFF);
+        assert_eq!(diff.event, DIFF_EVENT);
         assert_eq!(diff.payload["leaves"], json!({}));
         assert_eq!(
             diff.payload["joins"]["8"]["metas"][0],
@@ -308,7 +303,7 @@ mod tests {
             &anon_join,
             &View::default(),
         );
-        assert_eq!(anon.pushes[0].event, STATE);
+        assert_eq!(anon.pushes[0].event, STATE_EVENT);
         assert!(anon.writes.is_empty() && anon.broadcasts.is_empty());
         let refused = |known| {
             track(
@@ -321,7 +316,7 @@ mod tests {
         assert!(refused(true).pushes.is_empty());
         let asked = refused(false);
         assert_eq!(
-            asked.pushes[0].event, STATE,
+            asked.pushes[0].event, STATE_EVENT,
             "the list still goes to the replica"
         );
         assert!(asked.writes.is_empty() && asked.broadcasts.is_empty());
