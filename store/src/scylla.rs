@@ -16,6 +16,7 @@
 //! so nothing is counted twice; if step 3 did not happen, the attempt starts over. One command
 //! writes at most one campaign (all Fawkes decisions do).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -105,6 +106,15 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
+}
+
+/// A session on the configured nodes.
+async fn open_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
+    SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .build()
+        .await
+        .map_err(unavailable)
 }
 
 /// Every statement the store runs, prepared once.
@@ -216,46 +226,46 @@ pub struct ScyllaStore {
 impl ScyllaStore {
     /// Connects and prepares every statement; the schema must exist (`fawkes schema apply`).
     pub async fn connect(config: &ScyllaConfig) -> Result<Self, StoreError> {
-        let session = SessionBuilder::new()
-            .known_nodes(&config.nodes)
-            .build()
-            .await
-            .map_err(unavailable)?;
-        let mut prepared = Vec::with_capacity(CQL.len());
-        for (_, cql) in CQL {
+        let session = open_session(config).await?;
+        let mut prepared = HashMap::with_capacity(CQL.len());
+        for (name, cql) in CQL {
             let mut statement = session
                 .prepare(cql.replace("{keyspace}", &config.keyspace))
                 .await
                 .map_err(unavailable)?;
             statement.set_consistency(config.consistency);
             statement.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-            prepared.push(statement);
+            prepared.insert(name, statement);
         }
-        let mut it = prepared.into_iter();
-        let mut next = || it.next().ok_or_else(|| unavailable("statement missing"));
+        // By name, so the order of `CQL` cannot swap two statements.
+        let mut take = |name: &str| {
+            prepared
+                .remove(name)
+                .ok_or_else(|| unavailable(format!("statement {name} missing")))
+        };
         let statements = Statements {
-            campaign: next()?,
-            create_campaign: next()?,
-            update_campaign: next()?,
-            insert_donation: next()?,
-            donations: next()?,
-            key: next()?,
-            put_pending: next()?,
-            mark_done: next()?,
-            sequence: next()?,
-            create_sequence: next()?,
-            advance_sequence: next()?,
-            presences: next()?,
-            presences_of_connector: next()?,
-            presences_of_socket: next()?,
-            track: next()?,
-            untrack: next()?,
-            add_presence_topic: next()?,
-            forget_presence_topic: next()?,
-            presence_topics: next()?,
-            add_presence_connector: next()?,
-            presence_connectors: next()?,
-            forget_presence_connector: next()?,
+            campaign: take("campaign")?,
+            create_campaign: take("create_campaign")?,
+            update_campaign: take("update_campaign")?,
+            insert_donation: take("insert_donation")?,
+            donations: take("donations")?,
+            key: take("key")?,
+            put_pending: take("put_pending")?,
+            mark_done: take("mark_done")?,
+            sequence: take("sequence")?,
+            create_sequence: take("create_sequence")?,
+            advance_sequence: take("advance_sequence")?,
+            presences: take("presences")?,
+            presences_of_connector: take("presences_of_connector")?,
+            presences_of_socket: take("presences_of_socket")?,
+            track: take("track")?,
+            untrack: take("untrack")?,
+            add_presence_topic: take("add_presence_topic")?,
+            forget_presence_topic: take("forget_presence_topic")?,
+            presence_topics: take("presence_topics")?,
+            add_presence_connector: take("add_presence_connector")?,
+            presence_connectors: take("presence_connectors")?,
+            forget_presence_connector: take("forget_presence_connector")?,
         };
         Ok(Self {
             session: Arc::new(session),
@@ -266,11 +276,7 @@ impl ScyllaStore {
 
     /// Creates the keyspace and tables (idempotent).
     pub async fn apply_schema(config: &ScyllaConfig) -> Result<usize, StoreError> {
-        let session = SessionBuilder::new()
-            .known_nodes(&config.nodes)
-            .build()
-            .await
-            .map_err(unavailable)?;
+        let session = open_session(config).await?;
         let statements = schema_statements(&config.keyspace, &config.replication);
         for statement in &statements {
             session
