@@ -424,6 +424,7 @@ mod tests {
     use store::{EmbeddedStore, Write};
     use topics::log::embedded::EmbeddedLog;
     use topics::log::Consumer;
+    use topics::names::TopicSpec;
     use topics::{Broadcast, Delivery, StartAt};
 
     async fn next<T>(consumer: &mut Box<dyn Consumer>, decode: fn(&[u8]) -> Option<T>) -> T {
@@ -434,8 +435,8 @@ mod tests {
         decode(&record.value).expect("decodes")
     }
 
-    #[tokio::test]
-    async fn a_command_processed_twice_is_counted_once_and_answered_alike() {
+    /// A log and a store in a fresh directory, with campaign 1.
+    async fn seeded() -> (tempfile::TempDir, Arc<dyn Log>, EmbeddedStore) {
         let dir = tempfile::tempdir().expect("tempdir");
         let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).expect("log"));
         let store = EmbeddedStore::open(dir.path()).expect("store");
@@ -447,26 +448,23 @@ mod tests {
             )
             .await
             .expect("seed");
-        let mut deliveries = log
-            .subscribe(
-                DELIVERIES,
-                Subscription::Partitions {
-                    partitions: (0..DELIVERIES.partitions).collect(),
-                    start: StartAt::Earliest,
-                },
-            )
+        (dir, log, store)
+    }
+
+    /// Reads every partition of `topic` from the first record.
+    async fn from_start(log: &dyn Log, topic: TopicSpec) -> Box<dyn Consumer> {
+        let partitions = (0..topic.partitions).collect();
+        let start = StartAt::Earliest;
+        log.subscribe(topic, Subscription::Partitions { partitions, start })
             .await
-            .expect("subscribe");
-        let mut broadcasts = log
-            .subscribe(
-                BROADCASTS,
-                Subscription::Partitions {
-                    partitions: (0..BROADCASTS.partitions).collect(),
-                    start: StartAt::Earliest,
-                },
-            )
-            .await
-            .expect("subscribe");
+            .expect("subscribe")
+    }
+
+    #[tokio::test]
+    async fn a_command_processed_twice_is_counted_once_and_answered_alike() {
+        let (_dir, log, store) = seeded().await;
+        let mut deliveries = from_start(&*log, DELIVERIES).await;
+        let mut broadcasts = from_start(&*log, BROADCASTS).await;
 
         let cmd = event(
             "donations:campaign:1",
@@ -500,37 +498,10 @@ mod tests {
 
     #[tokio::test]
     async fn poison_commands_go_to_the_dead_letter_topic_and_consumption_moves_on() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).expect("log"));
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-        store
-            .apply(
-                "seed",
-                &[Write::PutCampaign(sample_campaign("1"))],
-                &json!({}),
-            )
-            .await
-            .expect("seed");
-        let mut dead = log
-            .subscribe(
-                DEAD_LETTERS,
-                Subscription::Partitions {
-                    partitions: vec![0],
-                    start: StartAt::Earliest,
-                },
-            )
-            .await
-            .expect("subscribe");
-        let mut deliveries = log
-            .subscribe(
-                DELIVERIES,
-                Subscription::Partitions {
-                    partitions: (0..DELIVERIES.partitions).collect(),
-                    start: StartAt::Earliest,
-                },
-            )
-            .await
-            .expect("subscribe");
+        let (_dir, log, store) = seeded().await;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let mut dead = from_start(&*log, DEAD_LETTERS).await;
+        let mut deliveries = from_start(&*log, DELIVERIES).await;
         let topic = "donations:campaign:1";
         log.append(
             COMMANDS,
@@ -574,17 +545,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_partition_queue_loses_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).expect("log"));
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-        store
-            .apply(
-                "seed",
-                &[Write::PutCampaign(sample_campaign("1"))],
-                &json!({}),
-            )
-            .await
-            .expect("seed");
+        let (_dir, log, store) = seeded().await;
+        let store: Arc<dyn Store> = Arc::new(store);
         let topic = "donations:campaign:1";
         const COMMANDS_SENT: usize = 600;
         for i in 0..COMMANDS_SENT {
