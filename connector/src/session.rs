@@ -509,6 +509,11 @@ mod tests {
         decode_text(Vsn::V2, text).expect("valid frame")
     }
 
+    /// Hands the session one V2 frame received now.
+    fn feed(s: &mut Session, frame: &str, out: &mut Vec<Action>) {
+        s.handle(msg(frame), Instant::now(), out);
+    }
+
     fn frames(actions: &[Action]) -> Vec<Value> {
         actions
             .iter()
@@ -588,11 +593,7 @@ mod tests {
     fn heartbeat_is_answered_with_null_join_ref() {
         let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"[null,"12","phoenix","heartbeat",{}]"#),
-            Instant::now(),
-            &mut out,
-        );
+        feed(&mut s, r#"[null,"12","phoenix","heartbeat",{}]"#, &mut out);
         assert_eq!(
             frames(&out),
             vec![json!([null, "12", "phoenix", "phx_reply", {"status": "ok", "response": {}}])]
@@ -603,14 +604,10 @@ mod tests {
     fn unmatched_topics_reply_with_null_join_ref() {
         let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"["11","1","room:lobby","phx_join",{}]"#),
-            Instant::now(),
-            &mut out,
-        );
-        s.handle(
-            msg(r#"["11","2","donations:lobby","new_msg",{}]"#),
-            Instant::now(),
+        feed(&mut s, r#"["11","1","room:lobby","phx_join",{}]"#, &mut out);
+        feed(
+            &mut s,
+            r#"["11","2","donations:lobby","new_msg",{}]"#,
             &mut out,
         );
         let unmatched = json!({"status": "error", "response": {"reason": "unmatched topic"}});
@@ -627,9 +624,9 @@ mod tests {
     fn subscribes_before_joining_and_holds_broadcasts_until_the_reply_and_pushes() {
         let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"["11","1","donations:campaign:1","phx_join",{}]"#),
-            Instant::now(),
+        feed(
+            &mut s,
+            r#"["11","1","donations:campaign:1","phx_join",{}]"#,
             &mut out,
         );
         assert_eq!(out[0], Action::Subscribe("donations:campaign:1".into()));
@@ -674,9 +671,9 @@ mod tests {
     fn too_many_broadcasts_held_for_a_join_overflow_the_socket() {
         let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"["11","1","donations:lobby","phx_join",{}]"#),
-            Instant::now(),
+        feed(
+            &mut s,
+            r#"["11","1","donations:lobby","phx_join",{}]"#,
             &mut out,
         );
         let mut out = Vec::new();
@@ -692,15 +689,11 @@ mod tests {
     fn refused_join_registers_nothing() {
         let mut s = Session::new(Vsn::V2, 0);
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"["11","1","admin:x","phx_join",{}]"#),
-            Instant::now(),
-            &mut out,
-        );
+        feed(&mut s, r#"["11","1","admin:x","phx_join",{}]"#, &mut out);
         // A push sent before the answer waits, then is refused with the join.
-        s.handle(
-            msg(r#"["11","2","admin:x","create_campaign",{}]"#),
-            Instant::now(),
+        feed(
+            &mut s,
+            r#"["11","2","admin:x","create_campaign",{}]"#,
             &mut out,
         );
         let mut out = Vec::new();
@@ -731,17 +724,13 @@ mod tests {
         let mut s = Session::new(Vsn::V2, 0);
         let join_id = joined(&mut s, "donations:lobby", "11");
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"[null,"5","donations:lobby","ping",{"a":1}]"#),
-            Instant::now(),
+        feed(
+            &mut s,
+            r#"[null,"5","donations:lobby","ping",{"a":1}]"#,
             &mut out,
         );
         assert_eq!(commands(&out).len(), 1);
-        s.handle(
-            msg(r#"["3","6","donations:lobby","ping",{}]"#),
-            Instant::now(),
-            &mut out,
-        );
+        feed(&mut s, r#"["3","6","donations:lobby","ping",{}]"#, &mut out);
         assert_eq!(commands(&out).len(), 1, "stale join_ref is dropped");
         let mut out = Vec::new();
         s.handle_delivery(
@@ -768,15 +757,15 @@ mod tests {
         let mut s = Session::new(Vsn::V2, 0);
         joined(&mut s, "donations:lobby", "11");
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"["99","7","donations:lobby","phx_leave",{}]"#),
-            Instant::now(),
+        feed(
+            &mut s,
+            r#"["99","7","donations:lobby","phx_leave",{}]"#,
             &mut out,
         );
         assert!(frames(&out).is_empty(), "stale leave is ignored");
-        s.handle(
-            msg(r#"["11","8","donations:lobby","phx_leave",{}]"#),
-            Instant::now(),
+        feed(
+            &mut s,
+            r#"["11","8","donations:lobby","phx_leave",{}]"#,
             &mut out,
         );
         assert_eq!(
@@ -788,9 +777,9 @@ mod tests {
         );
         assert!(out.contains(&Action::Unsubscribe("donations:lobby".into())));
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"["11","9","donations:lobby","phx_leave",{}]"#),
-            Instant::now(),
+        feed(
+            &mut s,
+            r#"["11","9","donations:lobby","phx_leave",{}]"#,
             &mut out,
         );
         assert_eq!(
@@ -806,9 +795,9 @@ mod tests {
         let mut s = Session::new(Vsn::V2, 0);
         joined(&mut s, "donations:lobby", "11");
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"["12","12","donations:lobby","phx_join",{}]"#),
-            Instant::now(),
+        feed(
+            &mut s,
+            r#"["12","12","donations:lobby","phx_join",{}]"#,
             &mut out,
         );
         assert!(
@@ -848,9 +837,9 @@ mod tests {
             joined(&mut s, &format!("admin:{i}"), &i.to_string());
         }
         let mut out = Vec::new();
-        s.handle(
-            msg(r#"["500","500","admin:extra","phx_join",{}]"#),
-            Instant::now(),
+        feed(
+            &mut s,
+            r#"["500","500","admin:extra","phx_join",{}]"#,
             &mut out,
         );
         assert_eq!(
