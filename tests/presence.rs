@@ -77,12 +77,9 @@ async fn users_see_each_other_join_open_tabs_leave_and_drop() {
     // A leave reaches the others as a diff listing the meta that left.
     let leave = b.send(None, CAMPAIGN, "phx_leave", json!({})).await;
     assert_eq!(b.reply(&leave).await["status"], "ok");
-    let diff = loop {
-        let frame = a.presence_frame(CAMPAIGN).await;
-        if frame[4]["leaves"].get("8").is_some() {
-            break frame;
-        }
-    };
+    let diff = a
+        .presence_frame_where(CAMPAIGN, |f| f[4]["leaves"].get("8").is_some())
+        .await;
     assert_eq!(diff[0], Value::Null, "diffs are broadcasts: null join_ref");
     assert_eq!(diff[4]["joins"], json!({}));
     server.stop().await;
@@ -104,12 +101,11 @@ async fn a_duplicate_join_gets_a_fresh_state_and_replaces_the_meta() {
     let (second_join, reply) = a.join(CAMPAIGN, json!({})).await;
     assert_eq!(reply["status"], "ok");
     assert_ne!(first_join, second_join);
-    let fresh = loop {
-        let frame = a.presence_frame(CAMPAIGN).await;
-        if frame[3] == "presence_state" && frame[0] == second_join.as_str() {
-            break frame;
-        }
-    };
+    let fresh = a
+        .presence_frame_where(CAMPAIGN, |f| {
+            f[3] == "presence_state" && f[0] == second_join.as_str()
+        })
+        .await;
     assert!(
         fresh[4].get("5").is_some(),
         "the fresh state lists the others"

@@ -334,17 +334,31 @@ impl Client {
 
     /// The next `presence_state` or `presence_diff` frame on `topic`.
     pub async fn presence_frame(&mut self, topic: &str) -> Value {
-        let wanted =
+        self.presence_frame_where(topic, |_| true).await
+    }
+
+    /// The next `presence_state` or `presence_diff` frame on `topic` for which `pred` holds;
+    /// presence frames before it are dropped, other frames kept for later.
+    pub async fn presence_frame_where(
+        &mut self,
+        topic: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let presence =
             |f: &Value| f[2] == topic && (f[3] == "presence_state" || f[3] == "presence_diff");
-        if let Some(i) = self.backlog.iter().position(wanted) {
-            return self.backlog.remove(i);
+        while let Some(i) = self.backlog.iter().position(presence) {
+            let frame = self.backlog.remove(i);
+            if pred(&frame) {
+                return frame;
+            }
         }
         loop {
             let frame = self.recv_wire().await;
-            if wanted(&frame) {
+            if !presence(&frame) {
+                self.backlog.push(frame);
+            } else if pred(&frame) {
                 return frame;
             }
-            self.backlog.push(frame);
         }
     }
 
