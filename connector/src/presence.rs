@@ -186,26 +186,25 @@ impl Replicas {
 
     /// Takes the diffs to send now, folding them into the replicas, and drops the replicas of
     /// topics nobody here listens to any more.
+    ///
     /// A topic's window is `window`, stretched by one more `window` per
     /// [`SUBSCRIBERS_PER_WINDOW`] local subscribers.
     fn flush(&self, registry: &Registry, window: Duration) -> Vec<(String, PresenceDiff)> {
         let now = Instant::now();
+        let mut out = Vec::new();
         self.with(|topics| {
-            topics.retain(|topic, _| registry.has_subscribers(topic));
-            let mut out = Vec::new();
-            for (topic, replica) in topics.iter_mut() {
-                if replica.pending.is_empty() {
-                    continue;
-                }
+            topics.retain(|topic, replica| {
                 let subscribers = registry.subscriber_count(topic);
-                let windows = u32::try_from(subscribers.div_ceil(SUBSCRIBERS_PER_WINDOW))
-                    .unwrap_or(u32::MAX)
-                    .max(1);
+                if subscribers == 0 {
+                    return false;
+                }
+                let windows =
+                    u32::try_from(subscribers.div_ceil(SUBSCRIBERS_PER_WINDOW)).unwrap_or(u32::MAX);
                 let due = replica
                     .flushed_at
                     .is_none_or(|at| now.saturating_duration_since(at) >= window * windows);
-                if !due {
-                    continue;
+                if replica.pending.is_empty() || !due {
+                    return true;
                 }
                 replica.flushed_at = Some(now);
                 let diff = std::mem::take(&mut replica.pending);
@@ -215,9 +214,10 @@ impl Replicas {
                     None => replica.before_state.then(&diff),
                 }
                 out.push((topic.clone(), diff));
-            }
-            out
-        })
+                true
+            });
+        });
+        out
     }
 
     /// Number of topics with a replica (for the gauge).
