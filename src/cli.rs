@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use connector::{ConnectorConfig, JwtSecret};
 use store::scylla::{Consistency, ScyllaConfig};
-use topics::log::kafka::KafkaConfig;
+use eventlog::KafkaConfig;
 
 /// The secret `fawkes dev` uses when none is configured. Never for production.
 pub const DEV_JWT_SECRET: &str = "fawkes-development-secret-do-not-use-in-production";

@@ -9,8 +9,7 @@ use processors::{ProcessorMetrics, RunnerConfig};
 use store::{EmbeddedStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use topics::log::embedded::EmbeddedLog;
-use topics::Log;
+use eventlog::{EmbeddedLog, Log};
 
 use crate::cli::DevArgs;
 

@@ -10,9 +10,8 @@ use connector::{JwtSecret, Metrics};
 use processors::{ProcessorMetrics, RunnerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use topics::log::kafka::{Created, KafkaLog};
+use eventlog::{Created, KafkaLog, Log};
 use topics::names::{manifest, ALL};
-use topics::Log;
 
 use crate::cli::{
     ConnectorArgs, ProcessorArgs, SchemaAction, SchemaArgs, TopicsAction, TopicsArgs,

@@ -43,7 +43,7 @@ pub fn demo_campaigns(now: &str) -> Vec<Campaign> {
 
 /// Creates the demo campaigns that do not exist yet; existing ones (and their totals) are kept.
 pub async fn seed(store: &dyn Store) -> Result<usize, StoreError> {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = topics::timestamp::now();
     let mut created = 0;
     for campaign in demo_campaigns(&now) {
         if store.campaign(&campaign.id).await?.is_none() {

@@ -60,8 +60,8 @@ mod log_conformance {
     //! tests).
 
     use super::*;
-    use topics::log::conformance;
-    use topics::log::kafka::{KafkaConfig, KafkaLog};
+    use eventlog::conformance;
+    use eventlog::{KafkaConfig, KafkaLog};
 
     async fn kafka_log(tansu: &Tansu) -> KafkaLog {
         let mut config = KafkaConfig::new(tansu.brokers.clone());

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::{Campaign, Presence, PresenceFilter, Write};
 use topics::events::DomainEvent;
-use topics::{Broadcast, Command, Delivery, Push, ReplyBody, Transform};
+use topics::{Broadcast, Command, Delivery, Push, Refusal, ReplyBody, ReplyStatus, Transform};
 
 /// What a command needs loaded from the store before it can be decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,9 +30,10 @@ pub struct View {
     pub now: String,
 }
 
-/// A broadcast a decision wants sent, before it is given its id.
+/// A broadcast a decision wants sent, before it is given its id (the outcome derives ids from
+/// the command id, see [`Decision::outcome`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Announcement {
+pub struct NewBroadcast {
     /// The channel topic.
     pub topic: String,
     /// The event name.
@@ -43,7 +44,7 @@ pub struct Announcement {
     pub transforms: Vec<Transform>,
 }
 
-impl Announcement {
+impl NewBroadcast {
     /// A broadcast without transforms.
     pub fn new(topic: impl Into<String>, event: &str, payload: Value) -> Self {
         Self {
@@ -63,33 +64,33 @@ pub struct Decision {
     /// Pushes to the commanding socket's channel, written after the reply.
     pub pushes: Vec<Push>,
     /// Broadcasts, in order.
-    pub broadcasts: Vec<Announcement>,
+    pub broadcasts: Vec<NewBroadcast>,
     /// Effects to persist.
     pub writes: Vec<Write>,
     /// Domain events for analytics.
-    pub events: Vec<DomainEvent>,
+    pub domain_events: Vec<DomainEvent>,
 }
 
 impl Decision {
     /// A decision that only replies `ok` with `response`.
     pub fn ok(response: Value) -> Self {
-        Self::reply("ok", response)
+        Self::reply(ReplyStatus::Ok, response)
     }
 
-    /// A decision that only replies `error` with `{"reason": reason}`.
-    pub fn refuse(reason: &str) -> Self {
-        Self::reply("error", json!({ "reason": reason }))
+    /// A decision that only replies `error` with `{"reason": ...}`.
+    pub fn refuse(refusal: Refusal) -> Self {
+        Self::reply(ReplyStatus::Error, refusal.response())
     }
 
     /// A decision that only replies `error` with `{"errors": errors}` (validation failures).
     pub fn invalid(errors: Value) -> Self {
-        Self::reply("error", json!({ "errors": errors }))
+        Self::reply(ReplyStatus::Error, json!({ "errors": errors }))
     }
 
-    fn reply(status: &str, response: Value) -> Self {
+    fn reply(status: ReplyStatus, response: Value) -> Self {
         Self {
             reply: Some(ReplyBody {
-                status: status.to_owned(),
+                status,
                 response,
             }),
             ..Self::default()
@@ -129,7 +130,7 @@ impl Decision {
         Outcome {
             delivery,
             broadcasts,
-            events: self.events.clone(),
+            domain_events: self.domain_events.clone(),
         }
     }
 }
@@ -142,7 +143,7 @@ pub struct Outcome {
     pub delivery: Option<Delivery>,
     /// The broadcasts.
     pub broadcasts: Vec<Broadcast>,
-    /// The domain events.
-    #[serde(default)]
-    pub events: Vec<DomainEvent>,
+    /// The domain events. (Stored as `events`, its name in outcomes written before.)
+    #[serde(default, rename = "events")]
+    pub domain_events: Vec<DomainEvent>,
 }

@@ -20,7 +20,8 @@ use bytes::Bytes;
 use store::Store;
 use tokio_util::sync::CancellationToken;
 use topics::names::{partition_for, COMMANDS, HEARTBEATS};
-use topics::{Claims, Command, CommandKind, Heartbeat, Log, SocketRef, StartAt, Subscription};
+use eventlog::{Log, StartAt, Subscription};
+use topics::{Claims, Command, CommandKind, Heartbeat, SocketRef};
 
 use crate::metrics::ProcessorMetrics;
 
@@ -33,7 +34,7 @@ enum SweepError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    Log(#[from] topics::LogError),
+    Log(#[from] eventlog::LogError),
     #[error(transparent)]
     Record(#[from] topics::RecordError),
 }
@@ -164,12 +165,12 @@ fn expiry(connector: &str, epoch: &str, topic: &str) -> Result<Bytes, topics::Re
         socket: SocketRef {
             connector_id: connector.to_owned(),
             socket_id: 0,
-            join_ref: None,
+            join_id: None,
             msg_ref: None,
         },
         claims: Claims::default(),
         kind: CommandKind::Expire,
-        received_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        received_at: topics::timestamp::now(),
     }
     .encode()
 }

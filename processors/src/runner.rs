@@ -27,9 +27,9 @@ use store::{Applied, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use topics::log::Pending;
 use topics::names::{BROADCASTS, COMMANDS, DEAD_LETTERS, DELIVERIES, EVENTS};
-use topics::{Command, Log, LogError, Record, RecordError, Subscription};
+use eventlog::{Consumer, Log, LogError, Pending, Record, Subscription};
+use topics::{Command, RecordError};
 
 use crate::decision::{Outcome, View};
 use crate::metrics::ProcessorMetrics;
@@ -216,7 +216,7 @@ pub async fn run(
 /// Commits a finished command, unless its partition was revoked meanwhile (the new owner
 /// processes it again). A failed commit only means it may be processed again.
 async fn commit(
-    consumer: &mut dyn topics::log::Consumer,
+    consumer: &mut dyn Consumer,
     workers: &HashMap<u32, Worker>,
     record: &Record,
 ) {
@@ -383,7 +383,7 @@ async fn load_view(store: &dyn Store, command: &Command) -> Result<View, Attempt
         campaign,
         new_campaign_id,
         presences,
-        now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        now: topics::timestamp::now(),
     })
 }
 
@@ -399,7 +399,7 @@ async fn free_campaign_id(store: &dyn Store) -> Result<String, AttemptError> {
 
 /// Puts the outcome on its way: the delivery, then broadcasts, then domain events.
 fn emit(log: &dyn Log, outcome: &Outcome) -> Result<Pending, AttemptError> {
-    let mut records = Vec::with_capacity(1 + outcome.broadcasts.len() + outcome.events.len());
+    let mut records = Vec::with_capacity(1 + outcome.broadcasts.len() + outcome.domain_events.len());
     if let Some(delivery) = &outcome.delivery {
         let key = Bytes::copy_from_slice(delivery.socket.connector_id.as_bytes());
         records.push((DELIVERIES, key, delivery.encode()?));
@@ -408,7 +408,7 @@ fn emit(log: &dyn Log, outcome: &Outcome) -> Result<Pending, AttemptError> {
         let key = Bytes::copy_from_slice(broadcast.topic.as_bytes());
         records.push((BROADCASTS, key, broadcast.encode()?));
     }
-    for event in &outcome.events {
+    for event in &outcome.domain_events {
         let key = Bytes::copy_from_slice(event.campaign_id().as_bytes());
         records.push((EVENTS, key, event.encode()?));
     }
@@ -422,10 +422,10 @@ mod tests {
     use serde_json::json;
     use store::conformance::sample_campaign;
     use store::{EmbeddedStore, Write};
-    use topics::log::embedded::EmbeddedLog;
-    use topics::log::Consumer;
+    use eventlog::EmbeddedLog;
     use topics::names::TopicSpec;
-    use topics::{Broadcast, Delivery, StartAt};
+    use eventlog::StartAt;
+    use topics::{Broadcast, Delivery};
 
     async fn next<T>(consumer: &mut Box<dyn Consumer>, decode: fn(&[u8]) -> Option<T>) -> T {
         let record = tokio::time::timeout(Duration::from_secs(5), consumer.next())
@@ -537,7 +537,7 @@ mod tests {
         assert_eq!(&poisoned.value[..], b"not a command");
         // The command after it is processed as usual.
         let delivery: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
-        assert_eq!(delivery.reply.expect("reply").status, "ok");
+        assert_eq!(delivery.reply.expect("reply").status, topics::ReplyStatus::Ok);
         assert_eq!(metrics.dead_letters.get(), 1);
         shutdown.cancel();
         runner.await.expect("joins").expect("clean stop");

@@ -182,11 +182,6 @@ pub fn decode<T: DeserializeOwned>(name: &'static str, bytes: &[u8]) -> Result<T
     apache_avro::from_value(&value).map_err(avro)
 }
 
-/// The schema texts, for documentation and tooling (`fawkes topics schemas`).
-pub fn schema_files() -> impl Iterator<Item = (&'static str, u32, &'static str)> {
-    SCHEMAS.iter().copied()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,7 +267,7 @@ mod tests {
             socket: crate::envelope::SocketRef {
                 connector_id: "a".into(),
                 socket_id: 1,
-                join_ref: Some("1".into()),
+                join_id: Some("1".into()),
                 msg_ref: Some("2".into()),
             },
             claims: crate::envelope::Claims::default(),

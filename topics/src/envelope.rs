@@ -52,7 +52,8 @@ fn parse_json(kind: &'static str, text: &str) -> Result<Value, RecordError> {
     serde_json::from_str(text).map_err(|e| RecordError::decode(kind, e))
 }
 
-/// [`SocketRef`] as written in Avro (`long` socket id).
+/// [`SocketRef`] as written in Avro (`long` socket id). The join id travels in the field
+/// `join_ref`, its name since schema version 1.
 #[derive(Serialize, Deserialize)]
 struct SocketWire {
     connector_id: String,
@@ -66,7 +67,7 @@ impl From<&SocketRef> for SocketWire {
         Self {
             connector_id: s.connector_id.clone(),
             socket_id: i64::try_from(s.socket_id).unwrap_or(i64::MAX),
-            join_ref: s.join_ref.clone(),
+            join_ref: s.join_id.clone(),
             msg_ref: s.msg_ref.clone(),
         }
     }
@@ -77,7 +78,7 @@ impl From<SocketWire> for SocketRef {
         Self {
             connector_id: s.connector_id,
             socket_id: s.socket_id.unsigned_abs(),
-            join_ref: s.join_ref,
+            join_id: s.join_ref,
             msg_ref: s.msg_ref,
         }
     }
@@ -110,8 +111,9 @@ pub struct SocketRef {
     pub connector_id: String,
     /// The socket's number on that connector.
     pub socket_id: u64,
-    /// The join the command belongs to (`join_ref` on the wire).
-    pub join_ref: Option<String>,
+    /// The connector's join id of the join the command belongs to (not the client's wire
+    /// `join_ref`: see the glossary); `None` for commands no join sent (expiries).
+    pub join_id: Option<String>,
     /// The client's message ref, echoed in the reply.
     pub msg_ref: Option<String>,
 }
@@ -228,11 +230,42 @@ impl Command {
     }
 }
 
+/// The status of a reply (`phx_reply`'s `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyStatus {
+    /// The message was accepted (a join succeeded, an event was done).
+    Ok,
+    /// The message was refused or invalid; the response says why.
+    Error,
+}
+
+impl ReplyStatus {
+    /// The status as written on the wire and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyStatus::Ok => "ok",
+            ReplyStatus::Error => "error",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, RecordError> {
+        match text {
+            "ok" => Ok(ReplyStatus::Ok),
+            "error" => Ok(ReplyStatus::Error),
+            other => Err(RecordError::decode(
+                "delivery",
+                format!("unknown reply status {other:?}"),
+            )),
+        }
+    }
+}
+
 /// The reply part of a [`Delivery`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplyBody {
-    /// `ok`, `error`, or any other status string.
-    pub status: String,
+    /// Whether the message was accepted.
+    pub status: ReplyStatus,
     /// The reply payload.
     pub response: Value,
 }
@@ -287,7 +320,7 @@ impl Delivery {
             socket: SocketWire::from(&self.socket),
             topic: self.topic.clone(),
             reply: self.reply.as_ref().map(|r| ReplyWire {
-                status: r.status.clone(),
+                status: r.status.as_str().to_owned(),
                 response_json: json_text(&r.response),
             }),
             pushes: self
@@ -308,7 +341,7 @@ impl Delivery {
             avro::decode("Delivery", bytes).map_err(|e| RecordError::decode("delivery", e))?;
         let reply = match wire.reply {
             Some(r) => Some(ReplyBody {
-                status: r.status,
+                status: ReplyStatus::parse(&r.status)?,
                 response: parse_json("delivery", &r.response_json)?,
             }),
             None => None,
@@ -560,7 +593,7 @@ mod tests {
             socket: SocketRef {
                 connector_id: "c".into(),
                 socket_id: 3,
-                join_ref: Some("1".into()),
+                join_id: Some("1".into()),
                 msg_ref: None,
             },
             claims: Claims::default(),

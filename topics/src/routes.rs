@@ -38,6 +38,27 @@ const USER_SCOPED: [&str; 4] = [
     "imports:user:",
 ];
 
+/// Prefix of a user's socket topic (`user_socket:<user id>`), which no client joins: a
+/// broadcast of [`DISCONNECT_EVENT`] on it closes every socket of that user on every connector
+/// (Phoenix's `MyAppWeb.Endpoint.broadcast("user_socket:" <> id, "disconnect", %{})`).
+pub const USER_SOCKET_PREFIX: &str = "user_socket:";
+
+/// The event that, broadcast on a user's socket topic, closes that user's sockets.
+pub const DISCONNECT_EVENT: &str = "disconnect";
+
+/// The socket topic of `user_id`.
+pub fn user_socket_topic(user_id: &str) -> String {
+    format!("{USER_SOCKET_PREFIX}{user_id}")
+}
+
+/// The user whose sockets a broadcast of `event` on `topic` closes, if it is a disconnect.
+pub fn disconnected_user<'a>(topic: &'a str, event: &str) -> Option<&'a str> {
+    if event != DISCONNECT_EVENT {
+        return None;
+    }
+    topic.strip_prefix(USER_SOCKET_PREFIX)
+}
+
 /// Longest channel topic accepted; longer topics match no route.
 pub const MAX_TOPIC_LEN: usize = 255;
 
@@ -99,6 +120,15 @@ mod tests {
             })
         );
         assert_eq!(route("dashboard:live"), Some(Route::DashboardLive));
+    }
+
+    #[test]
+    fn user_socket_topics_carry_disconnects() {
+        let topic = user_socket_topic("42");
+        assert_eq!(disconnected_user(&topic, DISCONNECT_EVENT), Some("42"));
+        assert_eq!(disconnected_user(&topic, "other"), None);
+        assert_eq!(disconnected_user("donations:lobby", DISCONNECT_EVENT), None);
+        assert_eq!(route(&topic), None, "no client joins a socket topic");
     }
 
     #[test]

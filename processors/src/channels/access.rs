@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use topics::routes::Route;
-use topics::Claims;
+use topics::{Claims, Refusal};
 
 use super::campaign;
 use crate::decision::{Decision, View};
@@ -29,7 +29,7 @@ pub fn join(route: &Route, claims: &Claims, view: &View) -> Decision {
     if allowed {
         Decision::ok(json!({}))
     } else {
-        Decision::refuse("unauthorized")
+        Decision::refuse(Refusal::Unauthorized)
     }
 }
 
@@ -37,11 +37,12 @@ pub fn join(route: &Route, claims: &Claims, view: &View) -> Decision {
 mod tests {
     use super::super::test_support::claims;
     use super::*;
+    use topics::ReplyStatus;
 
     fn allowed(route: Route, claims: &Claims) -> bool {
         join(&route, claims, &View::default())
             .reply
-            .is_some_and(|r| r.status == "ok")
+            .is_some_and(|r| r.status == ReplyStatus::Ok)
     }
 
     #[test]

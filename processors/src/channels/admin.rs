@@ -4,10 +4,10 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use store::{Campaign, Visibility, Write};
 use topics::events::{CampaignCreated, DomainEvent};
-use topics::Command;
+use topics::{Command, Refusal};
 
 use super::campaign::{campaign_json, LOBBY};
-use crate::decision::{Announcement, Decision, View};
+use crate::decision::{NewBroadcast, Decision, View};
 use crate::money::parse_amount;
 
 const MAX_NAME: usize = 200;
@@ -16,7 +16,7 @@ const MAX_NAME: usize = 200;
 pub fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
     match event {
         "create_campaign" => create_campaign(payload, command, view),
-        _ => Decision::refuse("unknown event"),
+        _ => Decision::refuse(Refusal::UnknownEvent),
     }
 }
 
@@ -91,7 +91,7 @@ fn create_campaign(payload: &Value, command: &Command, view: &View) -> Decision 
     }
     let Some(id) = view.new_campaign_id.clone() else {
         // The runner always allocates an id for create_campaign; without one nothing is stored.
-        return Decision::refuse("campaign id unavailable");
+        return Decision::refuse(Refusal::CampaignIdUnavailable);
     };
     let campaign = Campaign {
         id,
@@ -118,8 +118,8 @@ fn create_campaign(payload: &Value, command: &Command, view: &View) -> Decision 
         created_at: campaign.created_at.clone(),
     };
     Decision {
-        events: vec![DomainEvent::CampaignCreated(created)],
-        broadcasts: vec![Announcement::new(
+        domain_events: vec![DomainEvent::CampaignCreated(created)],
+        broadcasts: vec![NewBroadcast::new(
             LOBBY,
             "campaign_created",
             json!({ "campaign": body }),
@@ -152,7 +152,7 @@ mod tests {
         );
         let d = decide(&cmd, &view);
         let reply = d.reply.expect("reply");
-        assert_eq!(reply.status, "ok");
+        assert_eq!(reply.status, topics::ReplyStatus::Ok);
         assert_eq!(reply.response["campaign"]["id"], "3");
         assert_eq!(reply.response["campaign"]["goal"], "500.00");
         assert_eq!(d.broadcasts[0].topic, "donations:lobby");

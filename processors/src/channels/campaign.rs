@@ -4,9 +4,9 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use store::{Campaign, Donation, Visibility, Write};
 use topics::events::{DomainEvent, DonationCreated, GoalUpdated, MilestoneReached};
-use topics::{Audience, Claims, Command, Transform};
+use topics::{Audience, Claims, Command, Transform, Refusal};
 
-use crate::decision::{Announcement, Decision, View};
+use crate::decision::{NewBroadcast, Decision, View};
 use crate::money::{format_money, parse_amount};
 
 /// The lobby topic, which also hears about milestones.
@@ -45,7 +45,7 @@ pub fn campaign_json(campaign: &Campaign) -> Value {
 /// or is an admin. On success the socket is pushed `campaign_state`.
 pub fn join(claims: &Claims, view: &View) -> Decision {
     let Some(campaign) = &view.campaign else {
-        return Decision::refuse("not found");
+        return Decision::refuse(Refusal::NotFound);
     };
     let member = claims
         .user_id
@@ -56,7 +56,7 @@ pub fn join(claims: &Claims, view: &View) -> Decision {
         || member
         || claims.has_role("admin");
     if !allowed {
-        return Decision::refuse("unauthorized");
+        return Decision::refuse(Refusal::Unauthorized);
     }
     Decision::ok(json!({})).push(
         "campaign_state",
@@ -67,12 +67,12 @@ pub fn join(claims: &Claims, view: &View) -> Decision {
 /// Channel events on a campaign.
 pub fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
     let Some(campaign) = &view.campaign else {
-        return Decision::refuse("not found");
+        return Decision::refuse(Refusal::NotFound);
     };
     match event {
         "new_donation" => new_donation(payload, command, campaign, view),
         "update_goal" => update_goal(payload, command, campaign, view),
-        _ => Decision::refuse("unknown event"),
+        _ => Decision::refuse(Refusal::UnknownEvent),
     }
 }
 
@@ -141,7 +141,7 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
         .extend(crossed.iter().map(|m| milestone_key(campaign.goal, *m)));
 
     let topic = topic(campaign);
-    let mut broadcasts = vec![Announcement {
+    let mut broadcasts = vec![NewBroadcast {
         topic: topic.clone(),
         event: "donation_created".into(),
         payload: json!({
@@ -164,7 +164,7 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
             },
         }],
     }];
-    let mut events = vec![DomainEvent::DonationCreated(DonationCreated {
+    let mut domain_events = vec![DomainEvent::DonationCreated(DonationCreated {
         command_id: command.id.clone(),
         donation_id: donation.id.clone(),
         campaign_id: campaign.id.clone(),
@@ -176,13 +176,13 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
     })];
     for milestone in crossed {
         let payload = json!({ "campaign_id": campaign.id, "milestone": milestone });
-        broadcasts.push(Announcement::new(
+        broadcasts.push(NewBroadcast::new(
             topic.clone(),
             "milestone_reached",
             payload.clone(),
         ));
-        broadcasts.push(Announcement::new(LOBBY, "milestone_reached", payload));
-        events.push(DomainEvent::MilestoneReached(MilestoneReached {
+        broadcasts.push(NewBroadcast::new(LOBBY, "milestone_reached", payload));
+        domain_events.push(DomainEvent::MilestoneReached(MilestoneReached {
             command_id: command.id.clone(),
             campaign_id: campaign.id.clone(),
             milestone: i32::try_from(milestone).unwrap_or(i32::MAX),
@@ -197,7 +197,7 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
             Write::PutCampaign(updated),
             Write::InsertDonation(donation.clone()),
         ],
-        events,
+        domain_events,
         ..Decision::ok(json!({ "donation_id": donation.id }))
     }
 }
@@ -225,7 +225,7 @@ fn crossed_milestones(before: Decimal, after: Decimal, campaign: &Campaign) -> V
 fn update_goal(payload: &Value, command: &Command, campaign: &Campaign, view: &View) -> Decision {
     let claims = &command.claims;
     if !(is_organizer(campaign, claims) || claims.has_role("admin")) {
-        return Decision::refuse("unauthorized");
+        return Decision::refuse(Refusal::Unauthorized);
     }
     let new_goal = match parse_amount(payload.get("new_goal")) {
         Ok(goal) => goal,
@@ -234,13 +234,13 @@ fn update_goal(payload: &Value, command: &Command, campaign: &Campaign, view: &V
     let mut updated = campaign.clone();
     updated.goal = new_goal;
     Decision {
-        broadcasts: vec![Announcement::new(
+        broadcasts: vec![NewBroadcast::new(
             topic(campaign),
             "goal_updated",
             json!({ "new_goal": format_money(new_goal) }),
         )],
         writes: vec![Write::PutCampaign(updated.clone())],
-        events: vec![DomainEvent::GoalUpdated(GoalUpdated {
+        domain_events: vec![DomainEvent::GoalUpdated(GoalUpdated {
             command_id: command.id.clone(),
             campaign_id: campaign.id.clone(),
             old_goal: format_money(campaign.goal),
@@ -387,7 +387,7 @@ mod tests {
             .map(|b| (b.topic.clone(), b.payload["milestone"].clone()))
             .collect();
         assert_eq!(
-            d.events
+            d.domain_events
                 .iter()
                 .map(|e| match e {
                     DomainEvent::DonationCreated(_) => 0,
@@ -434,7 +434,7 @@ mod tests {
                 &view,
             )
         };
-        assert_eq!(by(claims(Some("5"), &[])), Decision::refuse("unauthorized"));
+        assert_eq!(by(claims(Some("5"), &[])), Decision::refuse(Refusal::Unauthorized));
         let ok = by(claims(Some("1"), &[]));
         assert_eq!(
             ok.reply.expect("reply").response["campaign"]["goal"],

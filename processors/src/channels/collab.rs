@@ -3,7 +3,7 @@
 //! `presence_diff` (CHANNELS.md).
 
 use serde_json::{json, Value};
-use topics::Command;
+use topics::{Command, Refusal};
 
 use super::presence;
 use crate::decision::{Decision, View};
@@ -24,7 +24,7 @@ pub fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -
             }),
             _ => Decision::invalid(json!({"typing": ["must be true or false"]})),
         },
-        _ => Decision::refuse("unknown event"),
+        _ => Decision::refuse(Refusal::UnknownEvent),
     }
 }
 
@@ -55,8 +55,8 @@ mod tests {
         );
         assert_eq!(
             bad("typing", json!({"typing": true})),
-            Decision::refuse("not tracked")
+            Decision::refuse(Refusal::NotTracked)
         );
-        assert_eq!(bad("shout", json!({})), Decision::refuse("unknown event"));
+        assert_eq!(bad("shout", json!({})), Decision::refuse(Refusal::UnknownEvent));
     }
 }

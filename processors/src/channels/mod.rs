@@ -16,7 +16,7 @@ pub mod presence;
 pub mod zakat;
 
 use topics::routes::{route, Route};
-use topics::{Command, CommandKind};
+use topics::{Command, CommandKind, Refusal};
 
 use crate::decision::{Decision, Needs, View};
 
@@ -54,7 +54,7 @@ pub fn needs(command: &Command) -> Needs {
 /// Decides `command` on `view`. Pure: no IO, no clock, no randomness.
 pub fn decide(command: &Command, view: &View) -> Decision {
     let Some(route) = route(&command.topic) else {
-        return Decision::refuse("unmatched topic");
+        return Decision::refuse(Refusal::UnmatchedTopic);
     };
     match &command.kind {
         CommandKind::Join { .. } => {
@@ -68,7 +68,7 @@ pub fn decide(command: &Command, view: &View) -> Decision {
             Route::Admin(_) => admin::handle_in(event, payload, command, view),
             Route::Zakat(_) => zakat::handle_in(event, payload),
             Route::CollabDocument(_) => collab::handle_in(event, payload, command, view),
-            _ => Decision::refuse("unknown event"),
+            _ => Decision::refuse(Refusal::UnknownEvent),
         },
     }
 }
@@ -93,7 +93,7 @@ pub(crate) mod test_support {
             socket: SocketRef {
                 connector_id: "c".into(),
                 socket_id: 1,
-                join_ref: Some("1".into()),
+                join_id: Some("1".into()),
                 msg_ref: Some("2".into()),
             },
             claims,
@@ -138,9 +138,9 @@ mod tests {
             &event("donations:lobby", claims(None, &[]), "nope", json!({})),
             &view,
         );
-        assert_eq!(d, Decision::refuse("unknown event"));
+        assert_eq!(d, Decision::refuse(Refusal::UnknownEvent));
         let d = decide(&event("room:1", claims(None, &[]), "x", json!({})), &view);
-        assert_eq!(d, Decision::refuse("unmatched topic"));
+        assert_eq!(d, Decision::refuse(Refusal::UnmatchedTopic));
     }
 
     #[test]

@@ -11,9 +11,9 @@ use serde_json::{Map, Value};
 use store::{Presence, PresenceFilter, Write};
 use topics::presence::{PresenceDiff, PresenceState, DIFF_EVENT, STATE_EVENT};
 use topics::routes::Route;
-use topics::{Claims, Command, CommandKind, Push};
+use topics::{Claims, Command, CommandKind, Push, Refusal, ReplyStatus};
 
-use crate::decision::{Announcement, Decision, View};
+use crate::decision::{NewBroadcast, Decision, View};
 
 /// Whether joins of `route` push `presence_state` and track the joining user.
 pub fn is_tracked(route: &Route) -> bool {
@@ -76,15 +76,15 @@ fn with_ref(mut meta: Map<String, Value>, phx_ref: &str) -> Value {
     Value::Object(meta)
 }
 
-fn announce(topic: &str, diff: &PresenceDiff) -> Announcement {
-    Announcement::new(topic, DIFF_EVENT, diff.to_value())
+fn announce(topic: &str, diff: &PresenceDiff) -> NewBroadcast {
+    NewBroadcast::new(topic, DIFF_EVENT, diff.to_value())
 }
 
 /// The presences of the commanding socket's join.
 fn own<'a>(command: &'a Command, view: &'a View) -> impl Iterator<Item = &'a Presence> {
     view.presences
         .iter()
-        .filter(move |p| Some(p.join_id.as_str()) == command.socket.join_ref.as_deref())
+        .filter(move |p| Some(p.join_id.as_str()) == command.socket.join_id.as_deref())
 }
 
 /// Adds presence to a join on a tracked route. Accepted: the joining user is tracked (unless
@@ -96,7 +96,7 @@ pub fn track(mut decision: Decision, route: &Route, command: &Command, view: &Vi
     if !is_tracked(route) {
         return decision;
     }
-    let accepted = decision.reply.as_ref().is_some_and(|r| r.status == "ok");
+    let accepted = decision.reply.as_ref().is_some_and(|r| r.status == ReplyStatus::Ok);
     let presence_known = matches!(
         command.kind,
         CommandKind::Join {
@@ -119,7 +119,7 @@ pub fn track(mut decision: Decision, route: &Route, command: &Command, view: &Vi
             phx_ref,
             connector_id: command.socket.connector_id.clone(),
             socket_id: command.socket.socket_id,
-            join_id: command.socket.join_ref.clone().unwrap_or_default(),
+            join_id: command.socket.join_id.clone().unwrap_or_default(),
         }
     });
     let state = if presence_known {
@@ -185,7 +185,7 @@ pub fn update(
     change: impl FnOnce(&mut Map<String, Value>),
 ) -> Decision {
     let Some(old) = own(command, view).last() else {
-        return Decision::refuse("not tracked");
+        return Decision::refuse(Refusal::NotTracked);
     };
     let mut meta = old.meta.as_object().cloned().unwrap_or_default();
     change(&mut meta);
@@ -307,7 +307,7 @@ mod tests {
         assert!(anon.writes.is_empty() && anon.broadcasts.is_empty());
         let refused = |known| {
             track(
-                Decision::refuse("unauthorized"),
+                Decision::refuse(Refusal::Unauthorized),
                 &route(),
                 &join(Some("7"), known),
                 &View::default(),

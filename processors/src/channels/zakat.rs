@@ -3,6 +3,7 @@
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use topics::Refusal;
 use crate::decision::Decision;
 use crate::money::{format_exact, parse_decimal};
 
@@ -13,7 +14,7 @@ pub const NISAB_GOLD_GRAMS: u32 = 85;
 pub fn handle_in(event: &str, payload: &Value) -> Decision {
     match event {
         "calculate_nisab" => calculate_nisab(payload),
-        _ => Decision::refuse("unknown event"),
+        _ => Decision::refuse(Refusal::UnknownEvent),
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Log, StartAt, Subscription};
-use crate::names::TopicSpec;
+use crate::{Log, StartAt, Subscription};
+use topics::names::TopicSpec;
 
 /// The topics the scenarios use; a backend that needs topics created creates these first.
 pub const TOPICS: [TopicSpec; 2] = [TOPIC, PAUSING];
@@ -17,7 +17,7 @@ const TOPIC: TopicSpec = TopicSpec {
     retention_ms: 3_600_000,
 };
 
-async fn next_value(consumer: &mut Box<dyn super::Consumer>) -> (u32, u64, String) {
+async fn next_value(consumer: &mut Box<dyn crate::Consumer>) -> (u32, u64, String) {
     let record = tokio::time::timeout(Duration::from_secs(5), consumer.next())
         .await
         .expect("a record within 5 s")
@@ -134,11 +134,11 @@ pub async fn owned_partitions_resume_after_commit<L: Log>(log: &L) {
     let spec = PAUSING;
     let key0 = (0..100)
         .map(|i| format!("o{i}"))
-        .find(|k| crate::names::partition_for(k.as_bytes(), 2) == 0)
+        .find(|k| topics::names::partition_for(k.as_bytes(), 2) == 0)
         .expect("a key for partition 0");
     let key1 = (0..100)
         .map(|i| format!("o{i}"))
-        .find(|k| crate::names::partition_for(k.as_bytes(), 2) == 1)
+        .find(|k| topics::names::partition_for(k.as_bytes(), 2) == 1)
         .expect("a key for partition 1");
     for value in ["a", "b", "c"] {
         log.append(spec, key0.as_bytes(), Bytes::from(value))

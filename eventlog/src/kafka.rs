@@ -24,8 +24,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Consumer, Log, LogError, Pending, Record, StartAt, Subscription};
-use crate::names::{partition_for, TopicSpec};
+use crate::{Consumer, Log, LogError, Pending, Record, StartAt, Subscription};
+use topics::names::{partition_for, TopicSpec};
 
 /// Connection settings for Kafka.
 #[derive(Debug, Clone)]

@@ -1,4 +1,9 @@
-//! The log interface: partitioned, keyed, append-only topics with consumer positions.
+//! The log: partitioned, keyed, append-only topics with consumer positions, and its backends.
+//!
+//! Connectors and processors meet here; what they put on it (names, envelopes, schemas) is the
+//! contract in the `topics` crate. This crate is only the transport: the [`Log`] interface,
+//! the embedded backend every build has, and Kafka behind the `kafka` feature (it compiles
+//! librdkafka, so crates that only need the interface build and test without it).
 //!
 //! Guarantees every backend keeps (and the conformance tests in [`conformance`] check):
 //! - Records with the same key land on the same partition and are read in append order.
@@ -10,19 +15,26 @@
 //!   subscribed.
 //!
 //! Layout:
-//! - [`embedded`]: the in-process backend, durable in the data directory.
-//! - [`kafka`]: Kafka (any Kafka-protocol broker) through rdkafka.
+//! - `lib.rs`: [`Log`], [`Consumer`] and the values around them; their guarantees.
+//! - `embedded`: [`EmbeddedLog`], the in-process backend, durable in the data directory.
+//! - `kafka` (feature `kafka`): [`KafkaLog`], any Kafka-protocol broker through rdkafka.
+//! - [`conformance`] (tests and feature `conformance`): the scenarios every backend passes.
 
-pub mod embedded;
-pub mod kafka;
+mod embedded;
+#[cfg(feature = "kafka")]
+mod kafka;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use embedded::EmbeddedLog;
+#[cfg(feature = "kafka")]
+pub use kafka::{Created, KafkaConfig, KafkaLog};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::names::TopicSpec;
+use topics::names::TopicSpec;
 
 /// A log operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::{Consumer, Log, LogError, Pending, Record, StartAt, Subscription};
-use crate::names::{partition_for, TopicSpec};
+use crate::{Consumer, Log, LogError, Pending, Record, StartAt, Subscription};
+use topics::names::{partition_for, TopicSpec};
 
 /// How many of the newest records of each partition are kept in memory.
 const TAIL_CACHE: usize = 4096;
@@ -486,7 +486,7 @@ impl Consumer for EmbeddedConsumer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::conformance;
+    use crate::conformance;
     use super::*;
 
     fn fresh() -> (tempfile::TempDir, EmbeddedLog) {
