@@ -1,18 +1,7 @@
-//! Connector leases: a connector that stops heart-beating loses its presences.
-//!
-//! Connectors append a [`Heartbeat`] to [`HEARTBEATS`] several times per lease. Every
-//! processor reads them from the live end and, every sweep, looks for connectors that still
-//! have presences but whose last heartbeat is older than their lease. For each of their topics
-//! whose command partition this processor owns, it appends an `EXPIRE` command; the topic's
-//! owner then drops the presences and broadcasts the leaves in order with everything else on
-//! the topic, like any other command.
-//!
-//! A connector never heard from since this processor started counts from the start, so a
-//! restarted processor gives live connectors a full lease to show up. Expiry commands are
-//! idempotent (their id names the connector, its last heartbeat and the topic), so two
-//! processors sweeping at once cost nothing but a duplicate read.
+//! The IO shell of leases: the `select!` loop over heartbeats and sweep ticks, the store reads
+//! and the log appends. Every decision is the [`LeaseBook`]'s; this side only reads the clock,
+//! once per heartbeat and once per sweep, and hands the instant over.
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use topics::names::{partition_for, COMMANDS, HEARTBEATS};
 use topics::{Claims, Command, CommandKind, Heartbeat, Log, SocketRef, StartAt, Subscription};
 
+use super::book::LeaseBook;
 use crate::metrics::ProcessorMetrics;
 
 /// The command partitions this processor owns now, kept current by the runner.
@@ -36,15 +26,6 @@ enum SweepError {
     Log(#[from] topics::LogError),
     #[error(transparent)]
     Record(#[from] topics::RecordError),
-}
-
-/// What the sweeper knows of one connector.
-#[derive(Debug)]
-struct Seen {
-    at: Instant,
-    lease: Duration,
-    /// `sent_at` of its last heartbeat, part of expiry command ids.
-    epoch: String,
 }
 
 /// Sweeps for lapsed leases until `shutdown`. Failures are logged and retried next sweep:
@@ -69,10 +50,7 @@ pub async fn sweep(
             return;
         }
     };
-    let mut seen: HashMap<String, Seen> = HashMap::new();
-    // (connector, topic) → when its expiry was last sent, so one is not sent every sweep
-    // while the owner works through a backlog.
-    let mut sent: HashMap<(String, String), Instant> = HashMap::new();
+    let mut book = LeaseBook::new(default_lease, started);
     // Often enough that a lapsed lease is acted on within half a second; each sweep is one
     // small read (the list of connectors with presences).
     let every = (default_lease / 4).clamp(Duration::from_millis(100), Duration::from_millis(500));
@@ -82,10 +60,7 @@ pub async fn sweep(
         tokio::select! {
             () = shutdown.cancelled() => return,
             record = heartbeats.next() => match record.map(|r| Heartbeat::decode(&r.value)) {
-                Ok(Ok(beat)) => {
-                    let lease = Duration::from_millis(beat.lease_ms.unsigned_abs());
-                    seen.insert(beat.connector_id, Seen { at: Instant::now(), lease, epoch: beat.sent_at });
-                }
+                Ok(Ok(beat)) => book.heard(beat, Instant::now()),
                 Ok(Err(error)) => tracing::warn!(%error, "skipping an undecodable heartbeat"),
                 Err(error) => {
                     tracing::error!(%error, "lost the heartbeat topic; presences of crashed connectors will not expire");
@@ -93,13 +68,9 @@ pub async fn sweep(
                 }
             },
             _ = tick.tick() => {
-                let lapsed = |connector: &str| match seen.get(connector) {
-                    Some(s) => (s.at.elapsed() > s.lease).then(|| s.epoch.clone()),
-                    None => (started.elapsed() > default_lease).then(|| "unseen".to_owned()),
-                };
                 let owned = owned.read().unwrap_or_else(PoisonError::into_inner).clone();
                 let sweep = Sweep { log: &*log, store: &*store, owned: &owned, metrics: &metrics };
-                if let Err(error) = sweep.run(lapsed, &mut sent, default_lease).await {
+                if let Err(error) = sweep.run(&mut book, Instant::now()).await {
                     tracing::warn!(%error, "lease sweep failed; trying again next sweep");
                 }
             }
@@ -107,6 +78,7 @@ pub async fn sweep(
     }
 }
 
+/// One sweep's view of the world: where to read and write, and which partitions are ours.
 struct Sweep<'a> {
     log: &'a dyn Log,
     store: &'a dyn Store,
@@ -115,14 +87,12 @@ struct Sweep<'a> {
 }
 
 impl Sweep<'_> {
-    async fn run(
-        &self,
-        lapsed: impl Fn(&str) -> Option<String>,
-        sent: &mut HashMap<(String, String), Instant>,
-        resend_after: Duration,
-    ) -> Result<(), SweepError> {
+    /// Appends an expiry for every topic we own of every connector lapsed at `now`, unless
+    /// the book says one was sent recently. An error stops the sweep short; the next one
+    /// redoes it (expiry ids are idempotent).
+    async fn run(&self, book: &mut LeaseBook, now: Instant) -> Result<(), SweepError> {
         for connector in self.store.presence_connectors().await? {
-            let Some(epoch) = lapsed(&connector) else {
+            let Some(epoch) = book.lapsed(&connector, now) else {
                 continue;
             };
             let topics = self.store.presence_topics(&connector).await?;
@@ -132,31 +102,30 @@ impl Sweep<'_> {
             }
             for topic in topics {
                 let partition = partition_for(topic.as_bytes(), COMMANDS.partitions);
-                let key = (connector.clone(), topic);
-                let recently = sent.get(&key).is_some_and(|at| at.elapsed() < resend_after);
-                if !self.owned.contains(&partition) || recently {
+                if !self.owned.contains(&partition) || !book.due(&connector, &topic, now) {
                     continue;
                 }
-                let (connector, topic) = &key;
                 tracing::info!(%connector, %topic, "connector lease lapsed: expiring its presences");
                 self.log
                     .append(
                         COMMANDS,
                         topic.as_bytes(),
-                        expiry(connector, &epoch, topic)?,
+                        expiry(&connector, &epoch, &topic)?,
                     )
                     .await?;
                 self.metrics.expiries.inc();
-                sent.insert(key, Instant::now());
+                book.sent(&connector, &topic, now);
             }
         }
-        // Forget what was sent long ago, so the map stays as small as the set of dead ones.
-        sent.retain(|_, at| at.elapsed() < resend_after * 4);
+        // Only after a whole sweep: one cut short forgets nothing, and is redone next tick.
+        book.forget_old_sends(now);
         Ok(())
     }
 }
 
-/// The `EXPIRE` command for `connector`'s presences on `topic`.
+/// The `EXPIRE` command for `connector`'s presences on `topic`. Its id must stay
+/// `expire:{connector}:{epoch}:{topic}`: processors of different versions sweeping at once
+/// must produce the same id for the same lapse, so the owner applies it once.
 fn expiry(connector: &str, epoch: &str, topic: &str) -> Result<Bytes, topics::RecordError> {
     Command {
         id: format!("expire:{connector}:{epoch}:{topic}"),
@@ -173,3 +142,4 @@ fn expiry(connector: &str, epoch: &str, topic: &str) -> Result<Bytes, topics::Re
     }
     .encode()
 }
+
