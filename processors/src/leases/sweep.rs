@@ -143,3 +143,149 @@ fn expiry(connector: &str, epoch: &str, topic: &str) -> Result<Bytes, topics::Re
     .encode()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use store::model::Presence;
+    use store::{EmbeddedStore, Write};
+    use topics::log::embedded::EmbeddedLog;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    /// A log and a store in a fresh directory, with `connector` present on `topics`.
+    async fn with_presences(
+        connector: &str,
+        topics: &[&str],
+    ) -> (tempfile::TempDir, EmbeddedLog, EmbeddedStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path().join("log")).expect("log");
+        let store = EmbeddedStore::open(dir.path()).expect("store");
+        let writes: Vec<Write> = topics
+            .iter()
+            .map(|topic| {
+                Write::Track(Presence {
+                    topic: (*topic).to_owned(),
+                    key: "u1".to_owned(),
+                    phx_ref: "r1".to_owned(),
+                    meta: json!({"phx_ref": "r1"}),
+                    connector_id: connector.to_owned(),
+                    socket_id: 1,
+                    join_id: "j1".to_owned(),
+                })
+            })
+            .collect();
+        store
+            .apply("track", &writes, &json!({}))
+            .await
+            .expect("track");
+        (dir, log, store)
+    }
+
+    /// The expiry commands appended so far, read from the start of the command topic.
+    async fn expiries(log: &EmbeddedLog, want: usize) -> Vec<Command> {
+        let partitions = (0..COMMANDS.partitions).collect();
+        let start = StartAt::Earliest;
+        let mut consumer = log
+            .subscribe(COMMANDS, Subscription::Partitions { partitions, start })
+            .await
+            .expect("subscribe");
+        let mut commands = Vec::new();
+        while commands.len() < want {
+            let record = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+                .await
+                .expect("a command in time")
+                .expect("read");
+            commands.push(Command::decode(&record.value).expect("decodes"));
+        }
+        commands
+    }
+
+    #[test]
+    fn expiry_id_names_connector_epoch_and_topic() {
+        let bytes = expiry("c1", "2024-01-01T00:00:00.000Z", "room:1").expect("encodes");
+        let command = Command::decode(&bytes).expect("decodes");
+        assert_eq!(command.id, "expire:c1:2024-01-01T00:00:00.000Z:room:1");
+        assert_eq!(command.topic, "room:1");
+        assert_eq!(command.socket.connector_id, "c1");
+        assert_eq!(command.kind, CommandKind::Expire);
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_connector_is_expired_once_per_topic_until_the_window_passes() {
+        let (_dir, log, store) = with_presences("c1", &["room:1", "room:2"]).await;
+        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+        let owned: Vec<u32> = (0..COMMANDS.partitions).collect();
+        let sweep = Sweep {
+            log: &log,
+            store: &store,
+            owned: &owned,
+            metrics: &metrics,
+        };
+        let t0 = Instant::now();
+        let mut book = LeaseBook::new(LEASE, t0);
+
+        sweep.run(&mut book, t0 + LEASE).await.expect("sweep");
+        assert_eq!(metrics.expiries.get(), 0, "still within the grace period");
+
+        let lapsed = t0 + LEASE * 2;
+        sweep.run(&mut book, lapsed).await.expect("sweep");
+        assert_eq!(metrics.expiries.get(), 2, "one expiry per topic");
+        let mut ids: Vec<String> = expiries(&log, 2).await.into_iter().map(|c| c.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["expire:c1:unseen:room:1", "expire:c1:unseen:room:2"]);
+
+        sweep
+            .run(&mut book, lapsed + LEASE / 2)
+            .await
+            .expect("sweep");
+        assert_eq!(metrics.expiries.get(), 2, "not re-sent within the window");
+        sweep.run(&mut book, lapsed + LEASE).await.expect("sweep");
+        assert_eq!(metrics.expiries.get(), 4, "re-sent once the window passed");
+    }
+
+    #[tokio::test]
+    async fn only_owned_partitions_are_expired() {
+        let (_dir, log, store) = with_presences("c1", &["room:1"]).await;
+        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+        let theirs = partition_for(b"room:1", COMMANDS.partitions);
+        let owned: Vec<u32> = (0..COMMANDS.partitions).filter(|p| *p != theirs).collect();
+        let sweep = Sweep {
+            log: &log,
+            store: &store,
+            owned: &owned,
+            metrics: &metrics,
+        };
+        let t0 = Instant::now();
+        let mut book = LeaseBook::new(LEASE, t0);
+        sweep.run(&mut book, t0 + LEASE * 2).await.expect("sweep");
+        assert_eq!(metrics.expiries.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_live_connector_is_not_expired_and_a_crashed_one_is_under_its_epoch() {
+        let (_dir, log, store) = with_presences("c1", &["room:1"]).await;
+        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+        let owned: Vec<u32> = (0..COMMANDS.partitions).collect();
+        let sweep = Sweep {
+            log: &log,
+            store: &store,
+            owned: &owned,
+            metrics: &metrics,
+        };
+        let t0 = Instant::now();
+        let mut book = LeaseBook::new(LEASE, t0);
+        let beat = Heartbeat {
+            connector_id: "c1".to_owned(),
+            lease_ms: 30_000,
+            sent_at: "e1".to_owned(),
+        };
+        book.heard(beat, t0);
+        sweep.run(&mut book, t0 + LEASE * 2).await.expect("sweep");
+        assert_eq!(metrics.expiries.get(), 0, "its own 30 s lease still runs");
+        sweep.run(&mut book, t0 + LEASE * 4).await.expect("sweep");
+        assert_eq!(metrics.expiries.get(), 1);
+        let ids: Vec<String> = expiries(&log, 1).await.into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["expire:c1:e1:room:1"]);
+    }
+}
