@@ -89,10 +89,7 @@ impl Decision {
 
     fn reply(status: ReplyStatus, response: Value) -> Self {
         Self {
-            reply: Some(ReplyBody {
-                status,
-                response,
-            }),
+            reply: Some(ReplyBody { status, response }),
             ..Self::default()
         }
     }

@@ -2,26 +2,27 @@
 //!
 //! A processor takes a [`Command`](topics::Command) from the log, loads the small [`View`] it
 //! needs from the store, and [`decide`]s: a pure function returning the reply, the pushes, the
-//! broadcasts and the writes. The [`runner`] persists the writes and the outcome atomically,
-//! emits the outcome to the log, and only then commits the command's offset.
+//! broadcasts and the writes. The runner ([`run`]) persists the writes and the outcome
+//! atomically, emits the outcome to the log, and only then commits the command's offset.
 //!
-//! Layout:
-//! - [`decision`]: [`View`], [`Decision`] and [`Outcome`], the values around `decide`.
-//! - [`channels`]: one module per channel family (campaigns, admin, zakat, ...) and the join
-//!   rules of every topic.
-//! - [`money`]: exact decimal amounts: parsing, validation, formatting.
-//! - [`runner`]: the IO shell: consume, load, decide, persist, emit, commit.
-//! - [`leases`]: expiring the presences of connectors that stopped heart-beating.
-//! - [`metrics`]: Prometheus metrics of the runner.
+//! Layout (pure cores first, then the IO shell):
+//! - `decision`: [`View`], [`Decision`] and [`Outcome`], the values around [`decide`].
+//! - `channels/`: one module per channel family (campaigns, admin, zakat, collab, presence)
+//!   and the join rules of every topic (`access`).
+//! - `money`: exact decimal amounts: parsing, validation, formatting.
+//! - `leases/`: expiring the presences of connectors that stopped heart-beating: the pure
+//!   lease book (`book`) and the sweep that reads heartbeats and appends expiries (`sweep`).
+//! - `runner`: the IO shell: consume, load, decide, persist, emit, commit.
+//! - `metrics`: [`ProcessorMetrics`], the Prometheus metrics of the runner.
 
-pub mod channels;
-pub mod decision;
-pub mod leases;
-pub mod metrics;
-pub mod money;
-pub mod runner;
+mod channels;
+mod decision;
+mod leases;
+mod metrics;
+mod money;
+mod runner;
 
 pub use channels::{decide, needs};
-pub use decision::{Decision, Needs, Outcome, View};
+pub use decision::{Decision, Needs, NewBroadcast, Outcome, View};
 pub use metrics::ProcessorMetrics;
 pub use runner::{run, RunnerConfig, RunnerError};

@@ -9,11 +9,11 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 /// Largest amount accepted for one donation.
-pub const MAX_AMOUNT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+pub(crate) const MAX_AMOUNT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 
 /// Why a value is not a usable amount, as the message shown to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AmountError {
+pub(crate) enum AmountError {
     /// Absent or null.
     #[error("can't be blank")]
     Missing,
@@ -32,7 +32,7 @@ pub enum AmountError {
 }
 
 /// Reads a decimal from a JSON string or number, exactly.
-pub fn parse_decimal(value: Option<&Value>) -> Result<Decimal, AmountError> {
+pub(crate) fn parse_decimal(value: Option<&Value>) -> Result<Decimal, AmountError> {
     let text = match value {
         None | Some(Value::Null) => return Err(AmountError::Missing),
         Some(Value::String(s)) => s.trim().to_owned(),
@@ -55,7 +55,7 @@ pub fn parse_decimal(value: Option<&Value>) -> Result<Decimal, AmountError> {
 }
 
 /// Reads an amount of money: a decimal > 0 with at most 2 places, at most [`MAX_AMOUNT`].
-pub fn parse_amount(value: Option<&Value>) -> Result<Decimal, AmountError> {
+pub(crate) fn parse_amount(value: Option<&Value>) -> Result<Decimal, AmountError> {
     let amount = parse_decimal(value)?;
     if amount <= Decimal::ZERO {
         return Err(AmountError::NotPositive);
@@ -70,14 +70,14 @@ pub fn parse_amount(value: Option<&Value>) -> Result<Decimal, AmountError> {
 }
 
 /// Formats money with exactly two decimal places ("100.00").
-pub fn format_money(amount: Decimal) -> String {
+pub(crate) fn format_money(amount: Decimal) -> String {
     let mut amount = amount;
     amount.rescale(2);
     amount.to_string()
 }
 
 /// Formats a computed decimal with at least two places, keeping any further exact digits.
-pub fn format_exact(value: Decimal) -> String {
+pub(crate) fn format_exact(value: Decimal) -> String {
     let value = value.normalize();
     if value.scale() < 2 {
         format_money(value)

@@ -23,12 +23,12 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use eventlog::{Consumer, Log, LogError, Pending, Record, Subscription};
 use store::{Applied, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use topics::names::{BROADCASTS, COMMANDS, DEAD_LETTERS, DELIVERIES, EVENTS};
-use eventlog::{Consumer, Log, LogError, Pending, Record, Subscription};
 use topics::{Command, RecordError};
 
 use crate::decision::{Outcome, View};
@@ -215,11 +215,7 @@ pub async fn run(
 
 /// Commits a finished command, unless its partition was revoked meanwhile (the new owner
 /// processes it again). A failed commit only means it may be processed again.
-async fn commit(
-    consumer: &mut dyn Consumer,
-    workers: &HashMap<u32, Worker>,
-    record: &Record,
-) {
+async fn commit(consumer: &mut dyn Consumer, workers: &HashMap<u32, Worker>, record: &Record) {
     if !workers.contains_key(&record.partition) {
         return;
     }
@@ -399,7 +395,8 @@ async fn free_campaign_id(store: &dyn Store) -> Result<String, AttemptError> {
 
 /// Puts the outcome on its way: the delivery, then broadcasts, then domain events.
 fn emit(log: &dyn Log, outcome: &Outcome) -> Result<Pending, AttemptError> {
-    let mut records = Vec::with_capacity(1 + outcome.broadcasts.len() + outcome.domain_events.len());
+    let mut records =
+        Vec::with_capacity(1 + outcome.broadcasts.len() + outcome.domain_events.len());
     if let Some(delivery) = &outcome.delivery {
         let key = Bytes::copy_from_slice(delivery.socket.connector_id.as_bytes());
         records.push((DELIVERIES, key, delivery.encode()?));
@@ -419,12 +416,12 @@ fn emit(log: &dyn Log, outcome: &Outcome) -> Result<Pending, AttemptError> {
 mod tests {
     use super::*;
     use crate::channels::test_support::{claims, event};
+    use eventlog::EmbeddedLog;
+    use eventlog::StartAt;
     use serde_json::json;
     use store::conformance::sample_campaign;
     use store::{EmbeddedStore, Write};
-    use eventlog::EmbeddedLog;
     use topics::names::TopicSpec;
-    use eventlog::StartAt;
     use topics::{Broadcast, Delivery};
 
     async fn next<T>(consumer: &mut Box<dyn Consumer>, decode: fn(&[u8]) -> Option<T>) -> T {
@@ -537,7 +534,10 @@ mod tests {
         assert_eq!(&poisoned.value[..], b"not a command");
         // The command after it is processed as usual.
         let delivery: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
-        assert_eq!(delivery.reply.expect("reply").status, topics::ReplyStatus::Ok);
+        assert_eq!(
+            delivery.reply.expect("reply").status,
+            topics::ReplyStatus::Ok
+        );
         assert_eq!(metrics.dead_letters.get(), 1);
         shutdown.cancel();
         runner.await.expect("joins").expect("clean stop");

@@ -16,7 +16,7 @@ fn is_user(claims: &Claims, id: &str) -> bool {
 }
 
 /// The join decision for `route`.
-pub fn join(route: &Route, claims: &Claims, view: &View) -> Decision {
+pub(crate) fn join(route: &Route, claims: &Claims, view: &View) -> Decision {
     let allowed = match route {
         Route::DonationsLobby | Route::WaqfPublic => true,
         Route::Campaign(_) => return campaign::join(claims, view),

@@ -7,13 +7,13 @@ use topics::events::{CampaignCreated, DomainEvent};
 use topics::{Command, Refusal};
 
 use super::campaign::{campaign_json, LOBBY};
-use crate::decision::{NewBroadcast, Decision, View};
+use crate::decision::{Decision, NewBroadcast, View};
 use crate::money::parse_amount;
 
 const MAX_NAME: usize = 200;
 
 /// Channel events on an admin topic.
-pub fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
+pub(crate) fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
     match event {
         "create_campaign" => create_campaign(payload, command, view),
         _ => Decision::refuse(Refusal::UnknownEvent),

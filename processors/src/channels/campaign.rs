@@ -4,17 +4,17 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use store::{Campaign, Donation, Visibility, Write};
 use topics::events::{DomainEvent, DonationCreated, GoalUpdated, MilestoneReached};
-use topics::{Audience, Claims, Command, Transform, Refusal};
+use topics::{Audience, Claims, Command, Refusal, Transform};
 
-use crate::decision::{NewBroadcast, Decision, View};
+use crate::decision::{Decision, NewBroadcast, View};
 use crate::money::{format_money, parse_amount};
 
 /// The lobby topic, which also hears about milestones.
-pub const LOBBY: &str = "donations:lobby";
+pub(crate) const LOBBY: &str = "donations:lobby";
 /// What sockets outside a campaign's organizers and admins see instead of a donor's name.
-pub const ANONYMOUS: &str = "Anonymous";
+pub(crate) const ANONYMOUS: &str = "Anonymous";
 /// Percentages of the goal that are announced when crossed.
-pub const MILESTONES: [u32; 4] = [25, 50, 75, 100];
+pub(crate) const MILESTONES: [u32; 4] = [25, 50, 75, 100];
 const MAX_DONOR_NAME: usize = 100;
 
 fn topic(campaign: &Campaign) -> String {
@@ -29,7 +29,7 @@ fn is_organizer(campaign: &Campaign, claims: &Claims) -> bool {
 }
 
 /// The campaign as clients see it.
-pub fn campaign_json(campaign: &Campaign) -> Value {
+pub(crate) fn campaign_json(campaign: &Campaign) -> Value {
     json!({
         "id": campaign.id,
         "name": campaign.name,
@@ -43,7 +43,7 @@ pub fn campaign_json(campaign: &Campaign) -> Value {
 
 /// The join decision: campaign exists and is public, or the user organizes it, is a member,
 /// or is an admin. On success the socket is pushed `campaign_state`.
-pub fn join(claims: &Claims, view: &View) -> Decision {
+pub(crate) fn join(claims: &Claims, view: &View) -> Decision {
     let Some(campaign) = &view.campaign else {
         return Decision::refuse(Refusal::NotFound);
     };
@@ -65,7 +65,7 @@ pub fn join(claims: &Claims, view: &View) -> Decision {
 }
 
 /// Channel events on a campaign.
-pub fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
+pub(crate) fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
     let Some(campaign) = &view.campaign else {
         return Decision::refuse(Refusal::NotFound);
     };
@@ -434,7 +434,10 @@ mod tests {
                 &view,
             )
         };
-        assert_eq!(by(claims(Some("5"), &[])), Decision::refuse(Refusal::Unauthorized));
+        assert_eq!(
+            by(claims(Some("5"), &[])),
+            Decision::refuse(Refusal::Unauthorized)
+        );
         let ok = by(claims(Some("1"), &[]));
         assert_eq!(
             ok.reply.expect("reply").response["campaign"]["goal"],

@@ -9,7 +9,7 @@ use super::presence;
 use crate::decision::{Decision, View};
 
 /// Channel events on a document.
-pub fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
+pub(crate) fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
     match event {
         "cursor_moved" => match payload.get("position") {
             Some(position) => presence::update(command, view, |meta| {
@@ -57,6 +57,9 @@ mod tests {
             bad("typing", json!({"typing": true})),
             Decision::refuse(Refusal::NotTracked)
         );
-        assert_eq!(bad("shout", json!({})), Decision::refuse(Refusal::UnknownEvent));
+        assert_eq!(
+            bad("shout", json!({})),
+            Decision::refuse(Refusal::UnknownEvent)
+        );
     }
 }

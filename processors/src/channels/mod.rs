@@ -8,12 +8,12 @@
 //! - [`collab`]: `collab:document:<id>`: cursors and typing, as presence updates.
 //! - [`presence`]: presence tracking on the topics that have it.
 
-pub mod access;
-pub mod admin;
-pub mod campaign;
-pub mod collab;
-pub mod presence;
-pub mod zakat;
+pub(crate) mod access;
+pub(crate) mod admin;
+pub(crate) mod campaign;
+pub(crate) mod collab;
+pub(crate) mod presence;
+pub(crate) mod zakat;
 
 use topics::routes::{route, Route};
 use topics::{Command, CommandKind, Refusal};

@@ -13,15 +13,15 @@ use topics::presence::{PresenceDiff, PresenceState, DIFF_EVENT, STATE_EVENT};
 use topics::routes::Route;
 use topics::{Claims, Command, CommandKind, Push, Refusal, ReplyStatus};
 
-use crate::decision::{NewBroadcast, Decision, View};
+use crate::decision::{Decision, NewBroadcast, View};
 
 /// Whether joins of `route` push `presence_state` and track the joining user.
-pub fn is_tracked(route: &Route) -> bool {
+pub(crate) fn is_tracked(route: &Route) -> bool {
     matches!(route, Route::Campaign(_) | Route::CollabDocument(_))
 }
 
 /// The presences a command on a tracked route needs read, if any.
-pub fn needs(command: &Command) -> Option<PresenceFilter> {
+pub(crate) fn needs(command: &Command) -> Option<PresenceFilter> {
     let socket = || PresenceFilter::Socket {
         connector_id: command.socket.connector_id.clone(),
         socket_id: command.socket.socket_id,
@@ -57,7 +57,7 @@ fn initial_meta(route: &Route, claims: &Claims, now: &str) -> Option<Map<String,
 
 /// A `phx_ref` for the `n`-th meta a command creates: 16 URL-safe characters (as Phoenix's),
 /// derived from the command id so a command processed again creates the same refs.
-pub fn phx_ref(command_id: &str, n: u32) -> String {
+pub(crate) fn phx_ref(command_id: &str, n: u32) -> String {
     let hash = |seed: u64| {
         command_id
             .bytes()
@@ -92,11 +92,19 @@ fn own<'a>(command: &'a Command, view: &'a View) -> impl Iterator<Item = &'a Pre
 /// other push. Refused: nothing is tracked, but a join that asked for the list still gets it,
 /// for its connector's replica (other joins there may be waiting for it); connectors never
 /// forward the pushes of a refused join.
-pub fn track(mut decision: Decision, route: &Route, command: &Command, view: &View) -> Decision {
+pub(crate) fn track(
+    mut decision: Decision,
+    route: &Route,
+    command: &Command,
+    view: &View,
+) -> Decision {
     if !is_tracked(route) {
         return decision;
     }
-    let accepted = decision.reply.as_ref().is_some_and(|r| r.status == ReplyStatus::Ok);
+    let accepted = decision
+        .reply
+        .as_ref()
+        .is_some_and(|r| r.status == ReplyStatus::Ok);
     let presence_known = matches!(
         command.kind,
         CommandKind::Join {
@@ -162,13 +170,13 @@ fn untrack<'a>(topic: &str, presences: impl Iterator<Item = &'a Presence>) -> De
 }
 
 /// A socket left the topic (or closed): its join's presence goes.
-pub fn leave(command: &Command, view: &View) -> Decision {
+pub(crate) fn leave(command: &Command, view: &View) -> Decision {
     untrack(&command.topic, own(command, view))
 }
 
 /// The connector of `command.socket` stopped heart-beating: all its presences on the topic go,
 /// and the topic is no longer listed for it.
-pub fn expire(command: &Command, view: &View) -> Decision {
+pub(crate) fn expire(command: &Command, view: &View) -> Decision {
     let mut decision = untrack(&command.topic, view.presences.iter());
     decision.writes.push(Write::ForgetPresenceTopic {
         connector_id: command.socket.connector_id.clone(),
@@ -179,7 +187,7 @@ pub fn expire(command: &Command, view: &View) -> Decision {
 
 /// Changes the meta of the commanding socket's presence: one diff with the new meta (new
 /// `phx_ref`, `phx_ref_prev` = the old one) joined and the old one left. Replies `ok {}`.
-pub fn update(
+pub(crate) fn update(
     command: &Command,
     view: &View,
     change: impl FnOnce(&mut Map<String, Value>),

@@ -3,15 +3,15 @@
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use topics::Refusal;
 use crate::decision::Decision;
 use crate::money::{format_exact, parse_decimal};
+use topics::Refusal;
 
 /// Grams of gold that make the nisab.
-pub const NISAB_GOLD_GRAMS: u32 = 85;
+pub(crate) const NISAB_GOLD_GRAMS: u32 = 85;
 
 /// Channel events on a zakat topic.
-pub fn handle_in(event: &str, payload: &Value) -> Decision {
+pub(crate) fn handle_in(event: &str, payload: &Value) -> Decision {
     match event {
         "calculate_nisab" => calculate_nisab(payload),
         _ => Decision::refuse(Refusal::UnknownEvent),

@@ -22,4 +22,4 @@
 mod book;
 mod sweep;
 
-pub use sweep::{sweep, Owned};
+pub(crate) use sweep::{sweep, Owned};

@@ -6,17 +6,17 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use eventlog::{Log, StartAt, Subscription};
 use store::Store;
 use tokio_util::sync::CancellationToken;
 use topics::names::{partition_for, COMMANDS, HEARTBEATS};
-use eventlog::{Log, StartAt, Subscription};
 use topics::{Claims, Command, CommandKind, Heartbeat, SocketRef};
 
 use super::book::LeaseBook;
 use crate::metrics::ProcessorMetrics;
 
 /// The command partitions this processor owns now, kept current by the runner.
-pub type Owned = Arc<RwLock<Vec<u32>>>;
+pub(crate) type Owned = Arc<RwLock<Vec<u32>>>;
 
 /// Why a sweep stopped short (it is tried again at the next one).
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ enum SweepError {
 
 /// Sweeps for lapsed leases until `shutdown`. Failures are logged and retried next sweep:
 /// expiry is a cleanup, and nothing is lost by doing it a sweep later.
-pub async fn sweep(
+pub(crate) async fn sweep(
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
     owned: Owned,
@@ -147,10 +147,10 @@ fn expiry(connector: &str, epoch: &str, topic: &str) -> Result<Bytes, topics::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eventlog::EmbeddedLog;
     use serde_json::json;
     use store::model::Presence;
     use store::{EmbeddedStore, Write};
-    use eventlog::EmbeddedLog;
 
     const LEASE: Duration = Duration::from_secs(10);
 
