@@ -486,8 +486,8 @@ impl Consumer for EmbeddedConsumer {
 
 #[cfg(test)]
 mod tests {
-    use crate::conformance;
     use super::*;
+    use crate::conformance;
 
     fn fresh() -> (tempfile::TempDir, EmbeddedLog) {
         let dir = tempfile::tempdir().expect("tempdir");
