@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use connector::{ConnectorConfig, JwtSecret};
-use store::scylla::{Consistency, ScyllaConfig};
+use store::{Consistency, ScyllaConfig};
 use topics::log::kafka::KafkaConfig;
 
 /// The secret `fawkes dev` uses when none is configured. Never for production.

@@ -79,7 +79,7 @@ pub async fn processor(
     let store: Arc<dyn store::Store> = match args.scylla.config() {
         Some(config) => {
             tracing::info!(nodes = ?config.nodes, keyspace = %config.keyspace, "using the Scylla store");
-            let scylla = store::scylla::ScyllaStore::connect(&config)
+            let scylla = store::ScyllaStore::connect(&config)
                 .await
                 .context("cannot connect to Scylla (has `fawkes schema apply` run?)")?;
             if !args.no_seed {
@@ -135,7 +135,7 @@ pub async fn schema(args: SchemaArgs) -> anyhow::Result<()> {
     match args.action {
         SchemaAction::Print => {
             for statement in
-                store::scylla::schema_statements(&args.scylla.keyspace, &args.scylla.replication)
+                store::schema_statements(&args.scylla.keyspace, &args.scylla.replication)
             {
                 println!("{statement};\n");
             }
@@ -146,7 +146,7 @@ pub async fn schema(args: SchemaArgs) -> anyhow::Result<()> {
                 .scylla
                 .config()
                 .context("FAWKES_SCYLLA_NODES is required (host:port of the Scylla nodes)")?;
-            let count = store::scylla::ScyllaStore::apply_schema(&config)
+            let count = store::ScyllaStore::apply_schema(&config)
                 .await
                 .context("cannot apply the schema")?;
             println!("applied {count} statements to keyspace {}", config.keyspace);

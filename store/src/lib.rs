@@ -5,15 +5,19 @@
 //! processed twice changes nothing the second time.
 //!
 //! Layout:
-//! - [`model`]: the rows: campaigns, donations and presences.
-//! - [`embedded`]: the embedded backend (SQLite in WAL mode, shareable by several processes
-//!   on one machine).
-//! - [`scylla`]: the ScyllaDB backend (CQL schema in `infra/cql/`).
-//! - [`conformance`]: the behaviour every backend must show, run against each of them.
+//! - `model`: the rows: campaigns, donations and presences.
+//! - `embedded`: the embedded backend (SQLite in WAL mode,
+//!   shareable by several processes on one machine).
+//! - `scylla/`: the ScyllaDB backend (CQL schema in `infra/cql/`): `config`, `schema`,
+//!   `statements`, `plan` (the pure decisions) and `driver`.
+//! - [`conformance`] (tests, feature `conformance`): the behaviour every backend must show,
+//!   run against each of them.
+//!
+//! The modules are private; the API is re-exported here.
 
-pub mod embedded;
-pub mod model;
-pub mod scylla;
+mod embedded;
+mod model;
+mod scylla;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -23,6 +27,8 @@ use serde_json::Value;
 
 pub use embedded::EmbeddedStore;
 pub use model::{Campaign, Donation, Presence, PresenceFilter, Visibility};
+// `self::`: the module shares its name with the driver crate.
+pub use self::scylla::{schema_statements, Consistency, ScyllaConfig, ScyllaStore};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,31 @@
+//! The ScyllaDB store: the same [`Store`](crate::Store) on a Scylla (or Cassandra) cluster.
+//!
+//! Statements are prepared once at connect, rows are typed tuples, and a semaphore bounds
+//! how many requests one process has in flight. Consistency is configurable (default
+//! `LOCAL_QUORUM`, LWTs at `LOCAL_SERIAL`).
+//!
+//! Scylla has no multi-partition transactions, so `Store::apply` keeps its guarantees with a
+//! small protocol keyed by the command id:
+//! 1. a `done` key means the command was applied: return its outcome;
+//! 2. write a `pending` key holding the writes and the outcome;
+//! 3. compare-and-set the campaign row on its version, recording the command id in it;
+//! 4. insert the donations and presence rows (idempotent by key), then mark the key `done`.
+//!
+//! After a crash between 3 and 4, the next attempt finds the `pending` key, sees from the
+//! campaign row that step 3 happened, and finishes the stored writes instead of deciding again,
+//! so nothing is counted twice; if step 3 did not happen, the attempt starts over. One command
+//! writes at most one campaign (all Fawkes decisions do).
+//!
+//! Layout: `config` (settings) and `schema` (the CQL schema) need no driver; `statements`
+//! (the CQL by name), `plan` (the pure decisions, unit tested) and `driver` (the
+//! [`ScyllaStore`] calls).
+
+mod config;
+mod driver;
+mod plan;
+mod schema;
+mod statements;
+
+pub use config::{Consistency, ScyllaConfig};
+pub use driver::ScyllaStore;
+pub use schema::schema_statements;
