@@ -30,6 +30,7 @@ pub enum Consistency {
     LocalSerial,
 }
 
+#[cfg(feature = "scylla")]
 impl From<Consistency> for scylla::statement::Consistency {
     fn from(level: Consistency) -> Self {
         use scylla::statement::Consistency as Driver;
@@ -78,7 +79,7 @@ impl ScyllaConfig {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "scylla"))]
 mod tests {
     use super::*;
     use scylla::statement::Consistency as Driver;

@@ -16,16 +16,22 @@
 //! so nothing is counted twice; if step 3 did not happen, the attempt starts over. One command
 //! writes at most one campaign (all Fawkes decisions do).
 //!
-//! Layout: `config` (settings) and `schema` (the CQL schema) need no driver; `statements`
-//! (the CQL by name), `plan` (the pure decisions, unit tested) and `driver` (the
-//! [`ScyllaStore`] calls).
+//! Layout: `config` (settings) and `schema` (the CQL schema) need no driver and are always
+//! built, so the command line can parse settings and print the schema in any build; with
+//! the `scylla` feature, `statements` (the CQL by name), `plan` (the pure decisions, unit
+//! tested) and `driver` (the [`ScyllaStore`] calls).
 
 mod config;
-mod driver;
-mod plan;
 mod schema;
+
+#[cfg(feature = "scylla")]
+mod driver;
+#[cfg(feature = "scylla")]
+mod plan;
+#[cfg(feature = "scylla")]
 mod statements;
 
 pub use config::{Consistency, ScyllaConfig};
+#[cfg(feature = "scylla")]
 pub use driver::ScyllaStore;
 pub use schema::schema_statements;
