@@ -1,6 +1,6 @@
-//! [`ScyllaStore`]: the driver calls. Each operation runs the statements its plan names
-//! (see [`super::plan`]), under a permit so one process keeps at most `max_in_flight`
-//! requests on the cluster.
+//! [`ScyllaStore`]: connect, the driver calls and the reads. Every request runs under a
+//! permit, so one process keeps at most `max_in_flight` requests on the cluster; `apply`
+//! is in `super::apply`.
 
 use std::sync::Arc;
 
@@ -13,10 +13,7 @@ use scylla::value::Row;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::plan::{
-    applied, bigint, bucket_of, campaign_cas, campaign_write, donation_seq, key_state, text,
-    CampaignCas, KeyState,
-};
+use super::plan::{applied, bigint, bucket_of, key_state, text, KeyState};
 use super::statements::Statements;
 use super::{schema_statements, ScyllaConfig};
 use crate::{Applied, Campaign, Donation, Presence, PresenceFilter, Store, StoreError, Write};
@@ -44,7 +41,7 @@ async fn open_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
 #[derive(Debug, Clone)]
 pub struct ScyllaStore {
     session: Arc<Session>,
-    statements: Arc<Statements>,
+    pub(super) statements: Arc<Statements>,
     permits: Arc<Semaphore>,
 }
 
@@ -74,7 +71,7 @@ impl ScyllaStore {
     }
 
     /// Runs a prepared statement and returns its first row, if any.
-    async fn first_row(
+    pub(super) async fn first_row(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
@@ -117,7 +114,7 @@ impl ScyllaStore {
     }
 
     /// Runs a statement that returns no rows (or whose rows do not matter).
-    async fn run(
+    pub(super) async fn run(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
@@ -131,7 +128,7 @@ impl ScyllaStore {
     }
 
     /// Runs a lightweight transaction; true when it was applied.
-    async fn lwt(
+    pub(super) async fn lwt(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
@@ -141,7 +138,7 @@ impl ScyllaStore {
     }
 
     /// The campaign `id` with the last command that wrote it (step 3 of that command).
-    async fn campaign_row(
+    pub(super) async fn campaign_row(
         &self,
         id: &str,
     ) -> Result<Option<(Campaign, Option<String>)>, StoreError> {
@@ -152,93 +149,6 @@ impl ScyllaStore {
         let mut campaign: Campaign = serde_json::from_str(&body).map_err(corrupt)?;
         campaign.version = bigint(&row, 1).unwrap_or_default().unsigned_abs();
         Ok(Some((campaign, text(&row, 2))))
-    }
-
-    /// Step 3: the campaign compare-and-set; false when another writer got there first.
-    async fn write_campaign(
-        &self,
-        command_id: &str,
-        campaign: &Campaign,
-    ) -> Result<bool, StoreError> {
-        let body = serde_json::to_string(campaign).map_err(corrupt)?;
-        match campaign_cas(campaign.version)? {
-            CampaignCas::Create => {
-                self.lwt(
-                    &self.statements.create_campaign,
-                    (&campaign.id, command_id, &body),
-                )
-                .await
-            }
-            CampaignCas::Update { expected, next } => {
-                self.lwt(
-                    &self.statements.update_campaign,
-                    (&body, next, command_id, &campaign.id, expected),
-                )
-                .await
-            }
-        }
-    }
-
-    /// Step 4: the idempotent rest of the writes, then the key marked done.
-    async fn finish(&self, command_id: &str, writes: &[Write]) -> Result<(), StoreError> {
-        for write in writes {
-            match write {
-                // Written by the compare-and-set step.
-                Write::PutCampaign(_) => {}
-                Write::InsertDonation(donation) => {
-                    // The donation is the campaign's `donation_count`-th; the campaign write
-                    // of the same command carries that count.
-                    self.insert_donation(donation, donation_seq(writes)).await?;
-                }
-                Write::Track(p) => {
-                    let body = serde_json::to_string(p).map_err(corrupt)?;
-                    let socket = i64::try_from(p.socket_id).map_err(corrupt)?;
-                    let s = &self.statements;
-                    // The index rows first, so a crash in between never leaves a presence
-                    // that the expiry sweep (which walks the indexes) cannot reach.
-                    self.run(&s.add_presence_connector, (&p.connector_id,))
-                        .await?;
-                    self.run(&s.add_presence_topic, (&p.connector_id, &p.topic))
-                        .await?;
-                    self.run(
-                        &s.track,
-                        (&p.topic, &p.connector_id, socket, &p.phx_ref, &body),
-                    )
-                    .await?;
-                }
-                Write::Untrack(p) => {
-                    let socket = i64::try_from(p.socket_id).map_err(corrupt)?;
-                    self.run(
-                        &self.statements.untrack,
-                        (&p.topic, &p.connector_id, socket, &p.phx_ref),
-                    )
-                    .await?;
-                }
-                Write::ForgetPresenceTopic {
-                    connector_id,
-                    topic,
-                } => {
-                    self.run(
-                        &self.statements.forget_presence_topic,
-                        (connector_id, topic),
-                    )
-                    .await?;
-                }
-            }
-        }
-        self.run(&self.statements.mark_done, (command_id,)).await
-    }
-
-    /// A donation, as the campaign's `seq`-th, in the partition of its bucket.
-    async fn insert_donation(&self, donation: &Donation, seq: u64) -> Result<(), StoreError> {
-        let body = serde_json::to_string(donation).map_err(corrupt)?;
-        let bucket = i64::try_from(bucket_of(seq)).map_err(corrupt)?;
-        let seq = i64::try_from(seq).map_err(corrupt)?;
-        self.run(
-            &self.statements.insert_donation,
-            (&donation.campaign_id, bucket, seq, &donation.id, &body),
-        )
-        .await
     }
 }
 
@@ -372,48 +282,7 @@ impl Store for ScyllaStore {
         writes: &[Write],
         outcome: &Value,
     ) -> Result<Applied, StoreError> {
-        // 1. Done already, or half-done before a crash?
-        if let Some(row) = self.first_row(&self.statements.key, (command_id,)).await? {
-            let stored_outcome = || -> Result<Value, StoreError> {
-                serde_json::from_str(&text(&row, 2).unwrap_or_default()).map_err(corrupt)
-            };
-            match key_state(&row) {
-                KeyState::Done => return Ok(Applied::Duplicate(stored_outcome()?)),
-                KeyState::Pending => {
-                    let pending: Vec<Write> =
-                        serde_json::from_str(&text(&row, 1).unwrap_or_default())
-                            .map_err(corrupt)?;
-                    let written = match campaign_write(&pending)? {
-                        Some(c) => self
-                            .campaign_row(&c.id)
-                            .await?
-                            .is_some_and(|(_, last)| last.as_deref() == Some(command_id)),
-                        None => true,
-                    };
-                    if written {
-                        self.finish(command_id, &pending).await?;
-                        return Ok(Applied::Duplicate(stored_outcome()?));
-                    }
-                }
-                KeyState::Unknown => {}
-            }
-        }
-        // 2. Record what is about to be written.
-        let writes_json = serde_json::to_string(writes).map_err(corrupt)?;
-        self.run(
-            &self.statements.put_pending,
-            (command_id, &writes_json, outcome.to_string()),
-        )
-        .await?;
-        // 3. The campaign, compare-and-set.
-        if let Some(campaign) = campaign_write(writes)? {
-            if !self.write_campaign(command_id, campaign).await? {
-                return Err(StoreError::Conflict(campaign.id.clone()));
-            }
-        }
-        // 4. The rest, then done.
-        self.finish(command_id, writes).await?;
-        Ok(Applied::Stored)
+        self.apply_command(command_id, writes, outcome).await
     }
 }
 

@@ -19,11 +19,13 @@
 //! Layout: `config` (settings) and `schema` (the CQL schema) need no driver and are always
 //! built, so the command line can parse settings and print the schema in any build; with
 //! the `scylla` feature, `statements` (the CQL by name), `plan` (the pure decisions, unit
-//! tested) and `driver` (the [`ScyllaStore`] calls).
+//! tested), `driver` (the [`ScyllaStore`] calls) and `apply` (the write protocol below).
 
 mod config;
 mod schema;
 
+#[cfg(feature = "scylla")]
+mod apply;
 #[cfg(feature = "scylla")]
 mod driver;
 #[cfg(feature = "scylla")]
