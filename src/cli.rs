@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use connector::{ConnectorConfig, JwtSecret};
-use store::scylla::{Consistency, ScyllaConfig};
 use eventlog::KafkaConfig;
+use store::{Consistency, ScyllaConfig};
 
 /// The secret `fawkes dev` uses when none is configured. Never for production.
 pub const DEV_JWT_SECRET: &str = "fawkes-development-secret-do-not-use-in-production";

@@ -76,9 +76,14 @@ pub async fn processor(
     let log: Arc<dyn Log> =
         Arc::new(KafkaLog::connect(kafka).context("cannot set up the Kafka client")?);
     let store: Arc<dyn store::Store> = match args.scylla.config() {
+        #[cfg(not(feature = "scylla"))]
+        Some(_) => anyhow::bail!(
+            "FAWKES_SCYLLA_NODES is set, but {WITHOUT_SCYLLA}; unset it to use the embedded store"
+        ),
+        #[cfg(feature = "scylla")]
         Some(config) => {
             tracing::info!(nodes = ?config.nodes, keyspace = %config.keyspace, "using the Scylla store");
-            let scylla = store::scylla::ScyllaStore::connect(&config)
+            let scylla = store::ScyllaStore::connect(&config)
                 .await
                 .context("cannot connect to Scylla (has `fawkes schema apply` run?)")?;
             if !args.no_seed {
@@ -129,23 +134,31 @@ pub async fn processor(
     ran.context("the processor failed")
 }
 
+/// Why Scylla settings are refused by a build without the `scylla` feature.
+#[cfg(not(feature = "scylla"))]
+const WITHOUT_SCYLLA: &str =
+    "this fawkes was built without Scylla support (rebuild with the default `scylla` feature)";
+
 /// `fawkes schema apply|print`.
 pub async fn schema(args: SchemaArgs) -> anyhow::Result<()> {
     match args.action {
         SchemaAction::Print => {
             for statement in
-                store::scylla::schema_statements(&args.scylla.keyspace, &args.scylla.replication)
+                store::schema_statements(&args.scylla.keyspace, &args.scylla.replication)
             {
                 println!("{statement};\n");
             }
             Ok(())
         }
+        #[cfg(not(feature = "scylla"))]
+        SchemaAction::Apply => anyhow::bail!("cannot apply the schema: {WITHOUT_SCYLLA}"),
+        #[cfg(feature = "scylla")]
         SchemaAction::Apply => {
             let config = args
                 .scylla
                 .config()
                 .context("FAWKES_SCYLLA_NODES is required (host:port of the Scylla nodes)")?;
-            let count = store::scylla::ScyllaStore::apply_schema(&config)
+            let count = store::ScyllaStore::apply_schema(&config)
                 .await
                 .context("cannot apply the schema")?;
             println!("applied {count} statements to keyspace {}", config.keyspace);

@@ -5,15 +5,22 @@
 //! processed twice changes nothing the second time.
 //!
 //! Layout:
-//! - [`model`]: the rows: campaigns, donations and presences.
-//! - [`embedded`]: the embedded backend (SQLite in WAL mode, shareable by several processes
-//!   on one machine).
-//! - [`scylla`]: the ScyllaDB backend (CQL schema in `infra/cql/`).
-//! - [`conformance`]: the behaviour every backend must show, run against each of them.
+//! - `model`: the rows: campaigns, donations and presences.
+//! - `embedded` (feature `embedded`, default): the embedded backend (SQLite in WAL mode,
+//!   shareable by several processes on one machine).
+//! - `scylla/`: the ScyllaDB backend (CQL schema in `infra/cql/`): `config` and `schema`
+//!   always (settings and `fawkes schema print` need no driver); `statements`, `plan` and
+//!   `driver` with feature `scylla`.
+//! - [`conformance`] (tests, feature `conformance`): the behaviour every backend must show,
+//!   run against each of them.
+//!
+//! The backends are features so crates that only need the rows and the [`Store`] trait
+//! build without the drivers; the API is re-exported here.
 
-pub mod embedded;
-pub mod model;
-pub mod scylla;
+#[cfg(feature = "embedded")]
+mod embedded;
+mod model;
+mod scylla;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -21,8 +28,13 @@ pub mod conformance;
 use async_trait::async_trait;
 use serde_json::Value;
 
+#[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 pub use model::{Campaign, Donation, Presence, PresenceFilter, Visibility};
+// `self::`: the module shares its name with the driver crate.
+#[cfg(feature = "scylla")]
+pub use self::scylla::ScyllaStore;
+pub use self::scylla::{schema_statements, Consistency, ScyllaConfig};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,62 @@
+//! The CQL schema (`infra/cql/`), turned into the statements `fawkes schema` prints or
+//! applies. Pure text work, so `fawkes schema print` needs no driver.
+
+/// The schema files, in the order they are applied.
+const SCHEMA_FILES: [(&str, &str); 2] = [
+    (
+        "001_keyspace.cql",
+        include_str!("../../../infra/cql/001_keyspace.cql"),
+    ),
+    (
+        "002_tables.cql",
+        include_str!("../../../infra/cql/002_tables.cql"),
+    ),
+];
+
+/// The schema statements for `keyspace` with `replication`, in order.
+pub fn schema_statements(keyspace: &str, replication: &str) -> Vec<String> {
+    SCHEMA_FILES
+        .iter()
+        .flat_map(|(_, text)| {
+            // Comments go first: one may contain a `;`.
+            let without_comments: String = text
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            without_comments
+                .split(';')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .map(|s| {
+            s.replace("{keyspace}", keyspace)
+                .replace("{replication}", replication)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_statements_substitute_and_split() {
+        let statements =
+            schema_statements("fk", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
+        assert_eq!(statements.len(), 8, "{statements:#?}");
+        assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS fk"));
+        assert!(statements[0].contains("'replication_factor': 1"));
+        for statement in &statements {
+            assert!(
+                statement.contains("IF NOT EXISTS"),
+                "idempotent: {statement}"
+            );
+            assert!(
+                !statement.contains('{') || statement.contains("replication"),
+                "substituted: {statement}"
+            );
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Every statement the store runs: its CQL by name, and the set prepared once at connect.
+
+use std::collections::HashMap;
+
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::SerialConsistency;
+
+use super::driver::unavailable;
+use super::ScyllaConfig;
+use crate::StoreError;
+
+/// Every statement the store runs, prepared once.
+#[derive(Debug)]
+pub(super) struct Statements {
+    pub(super) campaign: PreparedStatement,
+    pub(super) create_campaign: PreparedStatement,
+    pub(super) update_campaign: PreparedStatement,
+    pub(super) insert_donation: PreparedStatement,
+    pub(super) donations: PreparedStatement,
+    pub(super) key: PreparedStatement,
+    pub(super) put_pending: PreparedStatement,
+    pub(super) mark_done: PreparedStatement,
+    pub(super) sequence: PreparedStatement,
+    pub(super) create_sequence: PreparedStatement,
+    pub(super) advance_sequence: PreparedStatement,
+    pub(super) presences: PreparedStatement,
+    pub(super) presences_of_connector: PreparedStatement,
+    pub(super) presences_of_socket: PreparedStatement,
+    pub(super) track: PreparedStatement,
+    pub(super) untrack: PreparedStatement,
+    pub(super) add_presence_topic: PreparedStatement,
+    pub(super) forget_presence_topic: PreparedStatement,
+    pub(super) presence_topics: PreparedStatement,
+    pub(super) add_presence_connector: PreparedStatement,
+    pub(super) presence_connectors: PreparedStatement,
+    pub(super) forget_presence_connector: PreparedStatement,
+}
+
+/// The CQL of every statement, with `{keyspace}` to substitute.
+pub(super) const CQL: [(&str, &str); 22] = [
+    ("campaign", "SELECT body, version, last_command FROM {keyspace}.campaigns WHERE id = ?"),
+    (
+        "create_campaign",
+        "INSERT INTO {keyspace}.campaigns (id, version, last_command, body) VALUES (?, 1, ?, ?) IF NOT EXISTS",
+    ),
+    (
+        "update_campaign",
+        "UPDATE {keyspace}.campaigns SET body = ?, version = ?, last_command = ? WHERE id = ? IF version = ?",
+    ),
+    (
+        "insert_donation",
+        "INSERT INTO {keyspace}.donations_by_campaign (campaign_id, bucket, seq, id, body) VALUES (?, ?, ?, ?, ?)",
+    ),
+    (
+        "donations",
+        "SELECT body FROM {keyspace}.donations_by_campaign WHERE campaign_id = ? AND bucket = ? LIMIT ?",
+    ),
+    ("key", "SELECT state, writes, outcome FROM {keyspace}.processed_commands WHERE command_id = ?"),
+    (
+        "put_pending",
+        "INSERT INTO {keyspace}.processed_commands (command_id, state, writes, outcome) VALUES (?, 'pending', ?, ?)",
+    ),
+    ("mark_done", "UPDATE {keyspace}.processed_commands SET state = 'done' WHERE command_id = ?"),
+    ("sequence", "SELECT value FROM {keyspace}.sequences WHERE name = ?"),
+    (
+        "create_sequence",
+        "INSERT INTO {keyspace}.sequences (name, value) VALUES (?, 1) IF NOT EXISTS",
+    ),
+    (
+        "advance_sequence",
+        "UPDATE {keyspace}.sequences SET value = ? WHERE name = ? IF value = ?",
+    ),
+    ("presences", "SELECT body FROM {keyspace}.presence WHERE topic = ?"),
+    (
+        "presences_of_connector",
+        "SELECT body FROM {keyspace}.presence WHERE topic = ? AND connector_id = ?",
+    ),
+    (
+        "presences_of_socket",
+        "SELECT body FROM {keyspace}.presence WHERE topic = ? AND connector_id = ? AND socket_id = ?",
+    ),
+    (
+        "track",
+        "INSERT INTO {keyspace}.presence (topic, connector_id, socket_id, phx_ref, body) VALUES (?, ?, ?, ?, ?)",
+    ),
+    (
+        "untrack",
+        "DELETE FROM {keyspace}.presence WHERE topic = ? AND connector_id = ? AND socket_id = ? AND phx_ref = ?",
+    ),
+    (
+        "add_presence_topic",
+        "INSERT INTO {keyspace}.presence_by_connector (connector_id, topic) VALUES (?, ?)",
+    ),
+    (
+        "forget_presence_topic",
+        "DELETE FROM {keyspace}.presence_by_connector WHERE connector_id = ? AND topic = ?",
+    ),
+    ("presence_topics", "SELECT topic FROM {keyspace}.presence_by_connector WHERE connector_id = ?"),
+    (
+        "add_presence_connector",
+        "INSERT INTO {keyspace}.presence_connectors (shard, connector_id) VALUES (0, ?)",
+    ),
+    ("presence_connectors", "SELECT connector_id FROM {keyspace}.presence_connectors WHERE shard = 0"),
+    (
+        "forget_presence_connector",
+        "DELETE FROM {keyspace}.presence_connectors WHERE shard = 0 AND connector_id = ?",
+    ),
+];
+
+impl Statements {
+    /// Prepares every statement in `config.keyspace`, at its consistency; lightweight
+    /// transactions run their Paxos round at `LOCAL_SERIAL`.
+    pub(super) async fn prepare(
+        session: &Session,
+        config: &ScyllaConfig,
+    ) -> Result<Self, StoreError> {
+        let mut prepared = HashMap::with_capacity(CQL.len());
+        for (name, cql) in CQL {
+            let mut statement = session
+                .prepare(cql.replace("{keyspace}", &config.keyspace))
+                .await
+                .map_err(unavailable)?;
+            statement.set_consistency(config.consistency.into());
+            statement.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+            prepared.insert(name, statement);
+        }
+        // By name, so the order of `CQL` cannot swap two statements.
+        let mut take = |name: &str| {
+            prepared
+                .remove(name)
+                .ok_or_else(|| unavailable(format!("statement {name} missing")))
+        };
+        Ok(Statements {
+            campaign: take("campaign")?,
+            create_campaign: take("create_campaign")?,
+            update_campaign: take("update_campaign")?,
+            insert_donation: take("insert_donation")?,
+            donations: take("donations")?,
+            key: take("key")?,
+            put_pending: take("put_pending")?,
+            mark_done: take("mark_done")?,
+            sequence: take("sequence")?,
+            create_sequence: take("create_sequence")?,
+            advance_sequence: take("advance_sequence")?,
+            presences: take("presences")?,
+            presences_of_connector: take("presences_of_connector")?,
+            presences_of_socket: take("presences_of_socket")?,
+            track: take("track")?,
+            untrack: take("untrack")?,
+            add_presence_topic: take("add_presence_topic")?,
+            forget_presence_topic: take("forget_presence_topic")?,
+            presence_topics: take("presence_topics")?,
+            add_presence_connector: take("add_presence_connector")?,
+            presence_connectors: take("presence_connectors")?,
+            forget_presence_connector: take("forget_presence_connector")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_query_hits_one_partition() {
+        for (name, cql) in CQL {
+            assert!(!cql.to_uppercase().contains("ALLOW FILTERING"), "{name}");
+            if cql.starts_with("SELECT") {
+                assert!(cql.contains(" WHERE "), "{name} must name its partition");
+            }
+        }
+        let donations = CQL
+            .iter()
+            .find(|(n, _)| *n == "donations")
+            .map(|(_, c)| *c)
+            .unwrap_or_default();
+        assert!(
+            donations.contains("campaign_id = ? AND bucket = ?"),
+            "full partition key"
+        );
+    }
+}
