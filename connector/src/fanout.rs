@@ -14,6 +14,7 @@ use topics::{Broadcast, Delivery, Log, LogError, Record, StartAt, Subscription};
 
 use topics::presence::{PresenceDiff, DIFF_EVENT, STATE_EVENT};
 
+use crate::close;
 use crate::metrics::Metrics;
 use crate::presence::Replicas;
 use crate::registry::{Outbound, Registry, Sessions};
@@ -77,7 +78,7 @@ pub fn fan_out(broadcast: &Broadcast, targets: &Targets) {
     if broadcast.event == "disconnect" {
         if let Some(user_id) = broadcast.topic.strip_prefix(USER_SOCKET_PREFIX) {
             for handle in targets.sessions.of_user(user_id) {
-                handle.offer(Outbound::Close(1001, "disconnected"));
+                handle.offer(Outbound::Close(close::GOING_AWAY, "disconnected"));
             }
             return;
         }

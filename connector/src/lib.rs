@@ -11,6 +11,7 @@
 //! - [`fanout`]: deliveries and broadcasts from the log to sockets.
 //! - [`presence`]: presence replicas and per-window folding of presence diffs.
 //! - [`heartbeat`]: the lease that keeps this connector's presences alive.
+//! - `close`: the WebSocket close codes, and when each is sent.
 //! - `upgrade`: the WebSocket handshake.
 //! - `websocket`: the WebSocket transport and session task.
 //! - `http`: routes: socket, `/api/*`, health, metrics.
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod serializer;
 pub mod session;
 
+mod close;
 mod http;
 mod upgrade;
 mod websocket;

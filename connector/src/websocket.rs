@@ -25,7 +25,7 @@ use topics::presence::STATE_EVENT;
 use topics::{Claims, Command, CommandKind, SocketRef};
 
 use crate::auth::token_from_protocols;
-
+use crate::close;
 use crate::registry::{Outbound, SessionHandle};
 use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Vsn};
 use crate::session::{Action, Session};
@@ -40,14 +40,6 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// Text messages longer than this are sent as several frames, so no socket's write buffer
 /// grows past about two of them (tungstenite never shrinks it).
 const FRAGMENT: usize = 16 * 1024;
-
-/// Close codes this transport uses (never 1000: phoenix.js ≤ 1.8.12 would not reconnect).
-mod close_code {
-    pub(super) const GOING_AWAY: u16 = 1001;
-    pub(super) const TOO_BIG: u16 = 1009;
-    pub(super) const RESTART: u16 = 1012;
-    pub(super) const TRY_AGAIN_LATER: u16 = 1013;
-}
 
 /// `GET /socket/websocket`: checks vsn and token, then upgrades.
 pub(crate) async fn handler(
@@ -266,14 +258,14 @@ impl SessionTask {
             tokio::select! {
                 () = self.app.shutdown.cancelled() => {
                     self.shutdown_notice();
-                    return Some((close_code::RESTART, "server restarting"));
+                    return Some((close::RESTART, "server restarting"));
                 }
                 () = self.handle.overflow.cancelled() => {
                     self.app.metrics.slow_consumers.inc();
-                    return Some((close_code::TRY_AGAIN_LATER, "too slow to keep up"));
+                    return Some((close::TRY_AGAIN_LATER, "too slow to keep up"));
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    return Some((close_code::GOING_AWAY, "idle timeout"));
+                    return Some((close::GOING_AWAY, "idle timeout"));
                 }
                 incoming = std::future::poll_fn(|cx| self.duplex.poll_next(cx)) => {
                     deadline = Instant::now() + idle;
@@ -281,7 +273,7 @@ impl SessionTask {
                         None | Some(Ok(WsMessage::Close(_))) => return None,
                         Some(Err(tungstenite::Error::Capacity(_))) => {
                             self.app.metrics.frames_rejected.with_label_values(&["frame too large"]).inc();
-                            return Some((close_code::TOO_BIG, "frame too large"));
+                            return Some((close::TOO_BIG, "frame too large"));
                         }
                         Some(Err(_)) => return None,
                         Some(Ok(message)) => self.incoming(message).await,
