@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use topics::names::BROADCASTS;
 use topics::Broadcast;
 
-use crate::fanout::USER_SOCKET_PREFIX;
+use crate::streams::USER_SOCKET_PREFIX;
 use crate::{websocket, App};
 
 /// All routes of a connector.

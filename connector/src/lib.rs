@@ -8,7 +8,8 @@
 //! - [`session`]: the per-socket channel state machine (sans IO).
 //! - [`auth`]: JWT verification and the `authToken` sub-protocol.
 //! - [`registry`]: live sessions and topic subscriptions.
-//! - [`fanout`]: deliveries and broadcasts from the log to sockets.
+//! - [`fanout`]: one broadcast encoded once per variant and offered to every subscriber.
+//! - [`streams`]: deliveries and broadcasts read from the log and routed to sockets.
 //! - [`presence`]: presence replicas and per-window folding of presence diffs.
 //! - [`heartbeat`]: the lease that keeps this connector's presences alive.
 //! - `close`: the WebSocket close codes, and when each is sent.
@@ -27,6 +28,7 @@ pub mod presence;
 pub mod registry;
 pub mod serializer;
 pub mod session;
+pub mod streams;
 
 mod close;
 mod http;
@@ -106,20 +108,20 @@ pub async fn run(
     });
     // Subscribe to the log before accepting sockets, so no reply can be missed.
     let streams = CancellationToken::new();
-    let deliveries = tokio::spawn(fanout::deliveries(
+    let deliveries = tokio::spawn(streams::deliveries(
         log.clone(),
         app.config.connector_id.clone(),
         app.sessions.clone(),
         app.replicas.clone(),
         streams.clone(),
     ));
-    let targets = fanout::Targets {
+    let targets = streams::Targets {
         registry: app.registry.clone(),
         sessions: app.sessions.clone(),
         replicas: app.replicas.clone(),
         metrics: metrics.clone(),
     };
-    let broadcasts = tokio::spawn(fanout::broadcasts(log.clone(), targets, streams.clone()));
+    let broadcasts = tokio::spawn(streams::broadcasts(log.clone(), targets, streams.clone()));
     let flusher = tokio::spawn(presence::flush_every(
         app.config.presence_window,
         app.replicas.clone(),

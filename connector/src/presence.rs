@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use topics::presence::{PresenceDiff, PresenceState, DIFF_EVENT};
 use topics::Broadcast;
 
-use crate::fanout::deliver;
+use crate::fanout;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -250,7 +250,7 @@ pub async fn flush_every(
                 transforms: Vec::new(),
             };
             metrics.presence_flushes.inc();
-            deliver(&broadcast, &registry, &metrics);
+            fanout::send(&broadcast, &registry, &metrics);
         }
         metrics
             .presence_topics

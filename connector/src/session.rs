@@ -48,11 +48,11 @@ pub enum Action {
         /// What is asked.
         kind: CommandKind,
     },
-    /// Start delivering broadcasts on a topic to this socket. Issued before the join command
+    /// Start sending broadcasts on a topic to this socket. Issued before the join command
     /// is sent, so no broadcast that follows the join's decision can be missed; the session
     /// holds them until the join is answered.
     Subscribe(String),
-    /// Stop delivering broadcasts on a topic to this socket.
+    /// Stop sending broadcasts on a topic to this socket.
     Unsubscribe(String),
     /// A join was answered, with this status (for metrics).
     JoinAnswered(String),
