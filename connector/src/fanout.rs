@@ -7,12 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use topics::Broadcast;
 
 use crate::metrics::Metrics;
 use crate::registry::{Outbound, Registry};
-use crate::serializer::{encode_push, Frame, Vsn};
+use crate::serializer::{encode_push, Frame, Text, Vsn};
 
 /// Writes one broadcast to every local subscriber of its topic, encoded once per variant.
 pub fn send(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
@@ -22,7 +21,7 @@ pub fn send(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
     }
     metrics.broadcasts.inc();
     let topic: Arc<str> = Arc::from(broadcast.topic.as_str());
-    let mut encoded: HashMap<(Vsn, u64), Utf8Bytes> = HashMap::new();
+    let mut encoded: HashMap<(Vsn, u64), Text> = HashMap::new();
     for handle in subscribers {
         let mask = broadcast.mask_for(&handle.claims);
         let frame = encoded
@@ -36,7 +35,7 @@ pub fn send(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
                     &broadcast.event,
                     &payload,
                 ) {
-                    Frame::Text(text) => Utf8Bytes::from(text),
+                    Frame::Text(text) => Text::from(text),
                 }
             })
             .clone();

@@ -8,11 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use topics::{names::partition_for, Claims, Delivery};
 
-use crate::serializer::Vsn;
+use crate::serializer::{Text, Vsn};
 
 const SHARDS: u32 = 32;
 
@@ -21,7 +20,7 @@ const SHARDS: u32 = 32;
 pub enum Outbound {
     /// An encoded broadcast on a topic, shared by every subscriber: written as is, or held
     /// while the socket's join of the topic is still being answered.
-    Broadcast(Arc<str>, Utf8Bytes),
+    Broadcast(Arc<str>, Text),
     /// A reply and pushes from a processor, for the session state machine.
     Delivery(Delivery),
     /// Close the socket with this code (forced disconnect).
@@ -202,9 +201,9 @@ mod tests {
     fn a_full_queue_marks_the_session_slow() {
         let (h, _rx) = handle(1);
         let topic: Arc<str> = Arc::from("t");
-        assert!(h.offer(Outbound::Broadcast(topic.clone(), "a".into())));
+        assert!(h.offer(Outbound::Broadcast(topic.clone(), Text::from_static("a"))));
         assert!(!h.overflow.is_cancelled());
-        assert!(!h.offer(Outbound::Broadcast(topic, "b".into())));
+        assert!(!h.offer(Outbound::Broadcast(topic, Text::from_static("b"))));
         assert!(h.overflow.is_cancelled());
     }
 }

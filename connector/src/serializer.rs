@@ -86,6 +86,38 @@ pub enum Frame {
     Text(String),
 }
 
+/// The text of an encoded frame, shared as is by every socket it is sent to.
+///
+/// UTF-8 by construction: it is only built from a `String` or a `&'static str` (the
+/// serializer's output), never from bytes read off the wire, so the transport can send it as
+/// a text message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// Text from a string constant.
+    pub const fn from_static(text: &'static str) -> Self {
+        Self(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// The text as a `&str`. Checks the bytes again (they were a string), so it is for tests
+    /// and logs, not for every frame.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The bytes, for the transport.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Self {
+        Self(Bytes::from(text))
+    }
+}
+
 /// Reads a ref field: a string, a number (kept as its text) or null.
 fn read_ref(value: Option<&Value>) -> Result<Option<String>, ()> {
     match value {

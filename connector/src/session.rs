@@ -8,8 +8,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-
 use serde_json::{json, Value};
 use topics::presence::STATE_EVENT;
 use topics::routes::route;
@@ -17,7 +15,7 @@ use topics::{CommandKind, Delivery};
 
 use crate::serializer::{
     encode_close, encode_push, encode_push_raw, encode_reply, DecodeError, Frame, Message, Payload,
-    Vsn,
+    Text, Vsn,
 };
 
 /// Most channels one socket may join (Phoenix's `max_channels_per_transport`).
@@ -34,7 +32,7 @@ pub enum Action {
     /// Write a frame to the socket.
     Send(Frame),
     /// Write an already encoded broadcast frame (shared with other subscribers) as is.
-    Forward(Utf8Bytes),
+    Forward(Text),
     /// The socket fell too far behind (too many broadcasts held for a join): close it.
     Overflow,
     /// Append a command to the log.
@@ -70,7 +68,7 @@ enum State {
         queued: Vec<Message>,
         /// Broadcasts that arrived before the join was answered, written after its reply
         /// and pushes (so `presence_state` comes before the diffs that follow it).
-        held: Vec<Utf8Bytes>,
+        held: Vec<Text>,
     },
     Joined,
 }
@@ -475,7 +473,7 @@ impl Session {
 
     /// Handles a broadcast on `topic`: written now on a joined channel, held until the answer
     /// on a joining one, dropped otherwise (the channel has been left).
-    pub fn handle_broadcast(&mut self, topic: &str, frame: Utf8Bytes, out: &mut Vec<Action>) {
+    pub fn handle_broadcast(&mut self, topic: &str, frame: Text, out: &mut Vec<Action>) {
         match self.channels.get_mut(topic).map(|c| &mut c.state) {
             Some(State::Joined) => out.push(Action::Forward(frame)),
             Some(State::Joining { held, .. }) if held.len() < MAX_HELD => held.push(frame),
@@ -632,12 +630,8 @@ mod tests {
         assert_eq!(out[0], Action::Subscribe("donations:campaign:1".into()));
         assert_eq!(commands(&out).len(), 1);
         let mut out = Vec::new();
-        s.handle_broadcast(
-            "donations:campaign:1",
-            Utf8Bytes::from_static("diff"),
-            &mut out,
-        );
-        s.handle_broadcast("donations:lobby", Utf8Bytes::from_static("other"), &mut out);
+        s.handle_broadcast("donations:campaign:1", Text::from_static("diff"), &mut out);
+        s.handle_broadcast("donations:lobby", Text::from_static("other"), &mut out);
         assert!(out.is_empty(), "held until the join is answered");
         let mut d = delivery("donations:campaign:1", "1", Some("1"), "ok", json!({}));
         d.pushes.push(topics::Push {
@@ -656,15 +650,11 @@ mod tests {
         );
         assert_eq!(
             out.last(),
-            Some(&Action::Forward(Utf8Bytes::from_static("diff")))
+            Some(&Action::Forward(Text::from_static("diff")))
         );
         let mut out = Vec::new();
-        s.handle_broadcast(
-            "donations:campaign:1",
-            Utf8Bytes::from_static("next"),
-            &mut out,
-        );
-        assert_eq!(out, vec![Action::Forward(Utf8Bytes::from_static("next"))]);
+        s.handle_broadcast("donations:campaign:1", Text::from_static("next"), &mut out);
+        assert_eq!(out, vec![Action::Forward(Text::from_static("next"))]);
     }
 
     #[test]
@@ -678,10 +668,10 @@ mod tests {
         );
         let mut out = Vec::new();
         for _ in 0..MAX_HELD {
-            s.handle_broadcast("donations:lobby", Utf8Bytes::from_static("b"), &mut out);
+            s.handle_broadcast("donations:lobby", Text::from_static("b"), &mut out);
         }
         assert!(out.is_empty());
-        s.handle_broadcast("donations:lobby", Utf8Bytes::from_static("b"), &mut out);
+        s.handle_broadcast("donations:lobby", Text::from_static("b"), &mut out);
         assert_eq!(out, vec![Action::Overflow]);
     }
 

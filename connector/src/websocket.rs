@@ -27,7 +27,7 @@ use topics::{Claims, Command, CommandKind, SocketRef};
 use crate::auth::token_from_protocols;
 use crate::close;
 use crate::registry::{Outbound, SessionHandle};
-use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Vsn};
+use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Text, Vsn};
 use crate::session::{Action, Session};
 use crate::upgrade::{Socket, Upgrade};
 use crate::App;
@@ -388,11 +388,27 @@ impl SessionTask {
         self.write(WsMessage::Text(text))
     }
 
+    /// Writes a broadcast frame shared with other subscribers.
+    fn forward(&mut self, text: Text) {
+        // tungstenite takes shared bytes as text only through `TryFrom<Bytes>`, which checks
+        // again that they are UTF-8 (tens of ns for a short frame): the price of keeping
+        // tungstenite out of the sans-IO core. `Text` is UTF-8 by construction, so this does
+        // not fail; if it ever did, the frame is dropped and logged, and the socket carries on.
+        match Utf8Bytes::try_from(text.into_bytes()) {
+            Ok(text) => self.send_text(text),
+            Err(error) => tracing::error!(
+                socket = self.socket_id,
+                %error,
+                "dropped a broadcast frame that is not UTF-8"
+            ),
+        }
+    }
+
     async fn execute(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Send(Frame::Text(text)) => self.send_text(Utf8Bytes::from(text)),
-                Action::Forward(frame) => self.send_text(frame),
+                Action::Forward(text) => self.forward(text),
                 Action::Overflow => self.handle.overflow.cancel(),
                 Action::JoinAnswered(status) => {
                     let label = crate::metrics::Metrics::status_label(&status);
