@@ -13,8 +13,7 @@
 //! - [`presence`]: presence replicas and per-window folding of presence diffs.
 //! - [`heartbeat`]: the lease that keeps this connector's presences alive.
 //! - `close`: the WebSocket close codes, and when each is sent.
-//! - `upgrade`: the WebSocket handshake.
-//! - `websocket`: the WebSocket transport and session task.
+//! - `websocket/`: the WebSocket transport: handshake, duplex socket, session task.
 //! - `http`: routes: socket, `/api/*`, health, metrics.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`config`]: the settings of one connector.
@@ -32,7 +31,6 @@ pub mod streams;
 
 mod close;
 mod http;
-mod upgrade;
 mod websocket;
 
 use std::sync::atomic::{AtomicU64, Ordering};
