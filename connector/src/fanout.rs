@@ -14,7 +14,7 @@ use crate::registry::{Outbound, Registry};
 use crate::serializer::{encode_push, Frame, Text, Vsn};
 
 /// Writes one broadcast to every local subscriber of its topic, encoded once per variant.
-pub fn send(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
+pub(crate) fn send(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
     let subscribers = registry.subscribers(&broadcast.topic);
     if subscribers.is_empty() {
         return;

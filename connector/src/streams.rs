@@ -18,12 +18,12 @@ use crate::presence::Replicas;
 use crate::registry::{Outbound, Registry, Sessions};
 
 /// Topic prefix of a socket's own id topic; `disconnect` on it closes the user's sockets.
-pub const USER_SOCKET_PREFIX: &str = "user_socket:";
+pub(crate) const USER_SOCKET_PREFIX: &str = "user_socket:";
 
 /// Remembers recently seen broadcast ids, so a broadcast re-emitted after a processor crash
 /// reaches each socket once. Bounded: the oldest ids are forgotten first.
 #[derive(Debug)]
-pub struct RecentIds {
+pub(crate) struct RecentIds {
     capacity: usize,
     order: VecDeque<String>,
     seen: HashSet<String>,
@@ -31,7 +31,7 @@ pub struct RecentIds {
 
 impl RecentIds {
     /// Remembers up to `capacity` ids.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
             order: VecDeque::with_capacity(capacity),
@@ -40,7 +40,7 @@ impl RecentIds {
     }
 
     /// True the first time `id` is offered (within the window).
-    pub fn first_time(&mut self, id: &str) -> bool {
+    pub(crate) fn first_time(&mut self, id: &str) -> bool {
         if self.seen.contains(id) {
             return false;
         }
@@ -57,7 +57,7 @@ impl RecentIds {
 
 /// Where a broadcast read from the log goes on this connector.
 #[derive(Debug)]
-pub struct Targets {
+pub(crate) struct Targets {
     /// Topic subscriptions.
     pub registry: Arc<Registry>,
     /// Open sessions (for `disconnect`).
@@ -71,7 +71,7 @@ pub struct Targets {
 /// Hands one broadcast to the local subscribers of its topic: `disconnect` on a user's socket
 /// topic closes their sockets, presence diffs go to the topic's replica (sent at its next
 /// flush), everything else is written at once.
-pub fn route(broadcast: &Broadcast, targets: &Targets) {
+pub(crate) fn route(broadcast: &Broadcast, targets: &Targets) {
     if broadcast.event == "disconnect" {
         if let Some(user_id) = broadcast.topic.strip_prefix(USER_SOCKET_PREFIX) {
             for handle in targets.sessions.of_user(user_id) {
@@ -116,7 +116,7 @@ async fn tail(
 /// Reads this connector's deliveries from the log and hands each to its session. A full
 /// `presence_state` in a join's delivery seeds the topic's presence replica first, here, in
 /// log order, so joins answered after it can be filled from the replica.
-pub async fn deliveries(
+pub(crate) async fn deliveries(
     log: Arc<dyn Log>,
     connector_id: String,
     sessions: Arc<Sessions>,
@@ -155,7 +155,7 @@ pub async fn deliveries(
 }
 
 /// Reads every broadcast from the live end of the log and routes it locally (see [`route`]).
-pub async fn broadcasts(
+pub(crate) async fn broadcasts(
     log: Arc<dyn Log>,
     targets: Targets,
     shutdown: CancellationToken,

@@ -227,7 +227,7 @@ impl Session {
     /// Handles a reply and pushes that a processor sent to this socket. `presence_list` is
     /// the payload, as JSON text, of a `presence_state` push that came without one (the
     /// connector holds the topic's list, see [`crate::presence`]).
-    pub fn handle_delivery(
+    pub(crate) fn handle_delivery(
         &mut self,
         delivery: Delivery,
         presence_list: Option<&str>,
@@ -310,7 +310,7 @@ impl Session {
     }
 
     /// Whether `delivery` answers the join of its topic that is waiting for its answer now.
-    pub fn answers_pending_join(&self, delivery: &Delivery) -> bool {
+    pub(crate) fn answers_pending_join(&self, delivery: &Delivery) -> bool {
         self.channels.get(&delivery.topic).is_some_and(|c| {
             matches!(c.state, State::Joining { .. })
                 && delivery.socket.join_ref.as_deref() == Some(c.join_id.as_str())
@@ -319,7 +319,7 @@ impl Session {
 
     /// Handles a broadcast on `topic`: written now on a joined channel, held until the answer
     /// on a joining one, dropped otherwise (the channel has been left).
-    pub fn handle_broadcast(&mut self, topic: &str, frame: Text, out: &mut Vec<Action>) {
+    pub(crate) fn handle_broadcast(&mut self, topic: &str, frame: Text, out: &mut Vec<Action>) {
         match self.channels.get_mut(topic).map(|c| &mut c.state) {
             Some(State::Joined) => out.push(Action::Forward(frame)),
             Some(State::Joining { held, .. }) if held.len() < MAX_HELD => held.push(frame),

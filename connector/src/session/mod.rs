@@ -25,11 +25,11 @@ use crate::serializer::{encode_reply, DecodeError, Frame, Message, Text, Vsn};
 use channel::{Channel, State};
 
 /// Most channels one socket may join (Phoenix's `max_channels_per_transport`).
-pub const MAX_CHANNELS: usize = 100;
+pub(crate) const MAX_CHANNELS: usize = 100;
 
 /// Something the session task must do.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Write a frame to the socket.
     Send(Frame),
     /// Write an already encoded broadcast frame (shared with other subscribers) as is.
@@ -59,7 +59,7 @@ pub enum Action {
 
 /// The channel state of one socket.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     vsn: Vsn,
     channels: HashMap<String, Channel>,
     next_join: u64,
@@ -73,7 +73,7 @@ pub struct Session {
 impl Session {
     /// A session speaking `vsn`, allowing `rate_limit` client events per second per channel
     /// (0: unlimited).
-    pub fn new(vsn: Vsn, rate_limit: u32) -> Self {
+    pub(crate) fn new(vsn: Vsn, rate_limit: u32) -> Self {
         Self {
             vsn,
             channels: HashMap::new(),
@@ -84,12 +84,12 @@ impl Session {
     }
 
     /// The serializer this session speaks.
-    pub fn vsn(&self) -> Vsn {
+    pub(crate) fn vsn(&self) -> Vsn {
         self.vsn
     }
 
     /// Topics joined, with their wire join_refs.
-    pub fn joined(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+    pub(crate) fn joined(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
         self.channels
             .iter()
             .filter(|(_, c)| matches!(c.state, State::Joined))
@@ -120,7 +120,7 @@ impl Session {
     }
 
     /// Handles one decoded client message received at `now`.
-    pub fn handle(&mut self, msg: Message, now: Instant, out: &mut Vec<Action>) {
+    pub(crate) fn handle(&mut self, msg: Message, now: Instant, out: &mut Vec<Action>) {
         self.now = now;
         match (msg.topic.as_str(), msg.event.as_str()) {
             ("phoenix", "heartbeat") => {
@@ -134,7 +134,7 @@ impl Session {
 
     /// Answers a frame that could not be decoded, when it named a topic and ref; otherwise the
     /// frame is dropped (there is nobody to answer) and the socket carries on.
-    pub fn handle_decode_error(&self, error: &DecodeError, out: &mut Vec<Action>) {
+    pub(crate) fn handle_decode_error(&self, error: &DecodeError, out: &mut Vec<Action>) {
         if let (Some(topic), Some(msg_ref)) = (&error.topic, &error.msg_ref) {
             out.push(self.reply(
                 None,
@@ -147,7 +147,7 @@ impl Session {
     }
 
     /// The socket is closing: leave every channel.
-    pub fn close(&mut self, out: &mut Vec<Action>) {
+    pub(crate) fn close(&mut self, out: &mut Vec<Action>) {
         for (topic, channel) in self.channels.drain() {
             out.push(Action::Unsubscribe(topic.clone()));
             out.push(Action::Command {

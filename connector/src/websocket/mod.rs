@@ -23,9 +23,9 @@ use axum::response::{IntoResponse, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use topics::Claims;
 
+use crate::app::App;
 use crate::auth::token_from_protocols;
 use crate::serializer::Vsn;
-use crate::App;
 
 use upgrade::Upgrade;
 

@@ -17,11 +17,11 @@ use topics::{Claims, Command, CommandKind, SocketRef};
 
 use super::duplex::Duplex;
 use super::upgrade::Socket;
+use crate::app::App;
 use crate::close;
 use crate::registry::{Outbound, SessionHandle};
 use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Text, Vsn};
 use crate::session::{Action, Session};
-use crate::App;
 
 /// How long a join waits for the presence list another join of the same topic asked for.
 const SEED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
