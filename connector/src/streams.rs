@@ -1,5 +1,5 @@
 //! Streams from the log back to sockets: deliveries to the one socket they answer, broadcasts
-//! routed to the subscribers of their topic (through [`fanout`](crate::fanout)), to the
+//! routed to the subscribers of their topic (through [`crate::fanout`]), to the
 //! topic's presence replica, or to the user's sockets to close.
 
 use std::collections::{HashSet, VecDeque};
