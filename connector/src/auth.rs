@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use topics::Claims;
 
 /// The sub-protocol prefix phoenix.js puts before the encoded `authToken`.
-pub const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
+pub(crate) const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
 
 /// A token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,7 +114,7 @@ impl Authenticator {
 }
 
 /// Finds the phoenix.js `authToken` in a `Sec-WebSocket-Protocol` header value.
-pub fn token_from_protocols(header: &str) -> Result<Option<String>, AuthError> {
+pub(crate) fn token_from_protocols(header: &str) -> Result<Option<String>, AuthError> {
     let Some(encoded) = header
         .split(',')
         .map(str::trim)

@@ -1,108 +1,27 @@
-//! Streams from the log back to sockets: deliveries to the one socket they answer, broadcasts
-//! to every subscriber of their topic.
+//! Fan-out of one broadcast to the local subscribers of its topic.
 //!
 //! A broadcast is encoded once per (serializer, transform mask) and the same bytes are queued
-//! to every subscriber that sees that variant.
+//! to every subscriber that sees that variant, so a campaign with thousands of sockets costs a
+//! handful of encodings, not one per socket.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_util::sync::CancellationToken;
-use topics::names::{partition_for, TopicSpec, BROADCASTS, DELIVERIES};
-use topics::{Broadcast, Delivery, Log, LogError, Record, StartAt, Subscription};
-
-use topics::presence::{PresenceDiff, DIFF_EVENT, STATE_EVENT};
+use topics::Broadcast;
 
 use crate::metrics::Metrics;
-use crate::presence::Replicas;
-use crate::registry::{Outbound, Registry, Sessions};
-use crate::serializer::{encode_push, Frame, Vsn};
-
-/// Topic prefix of a socket's own id topic; `disconnect` on it closes the user's sockets.
-pub const USER_SOCKET_PREFIX: &str = "user_socket:";
-
-/// Remembers recently seen broadcast ids, so a broadcast re-emitted after a processor crash
-/// reaches each socket once. Bounded: the oldest ids are forgotten first.
-#[derive(Debug)]
-pub struct RecentIds {
-    capacity: usize,
-    order: VecDeque<String>,
-    seen: HashSet<String>,
-}
-
-impl RecentIds {
-    /// Remembers up to `capacity` ids.
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            order: VecDeque::with_capacity(capacity),
-            seen: HashSet::with_capacity(capacity),
-        }
-    }
-
-    /// True the first time `id` is offered (within the window).
-    pub fn first_time(&mut self, id: &str) -> bool {
-        if self.seen.contains(id) {
-            return false;
-        }
-        if self.order.len() == self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        self.order.push_back(id.to_owned());
-        self.seen.insert(id.to_owned());
-        true
-    }
-}
-
-/// Where a broadcast read from the log goes on this connector.
-#[derive(Debug)]
-pub struct Targets {
-    /// Topic subscriptions.
-    pub registry: Arc<Registry>,
-    /// Open sessions (for `disconnect`).
-    pub sessions: Arc<Sessions>,
-    /// Presence replicas, which take `presence_diff`s to fold and send per window.
-    pub replicas: Arc<Replicas>,
-    /// Metrics.
-    pub metrics: Metrics,
-}
-
-/// Hands one broadcast to the local subscribers of its topic: `disconnect` on a user's socket
-/// topic closes their sockets, presence diffs go to the topic's replica (sent at its next
-/// flush), everything else is written at once.
-pub fn fan_out(broadcast: &Broadcast, targets: &Targets) {
-    if broadcast.event == "disconnect" {
-        if let Some(user_id) = broadcast.topic.strip_prefix(USER_SOCKET_PREFIX) {
-            for handle in targets.sessions.of_user(user_id) {
-                handle.offer(Outbound::Close(1001, "disconnected"));
-            }
-            return;
-        }
-    }
-    if broadcast.event == DIFF_EVENT {
-        if let Some(diff) = PresenceDiff::from_value(&broadcast.payload) {
-            targets.metrics.presence_diffs.inc();
-            if targets.registry.has_subscribers(&broadcast.topic) {
-                targets.replicas.on_diff(&broadcast.topic, &diff);
-            }
-            return;
-        }
-    }
-    deliver(broadcast, &targets.registry, &targets.metrics);
-}
+use crate::registry::{Outbound, Registry};
+use crate::serializer::{encode_push, Frame, Text, Vsn};
 
 /// Writes one broadcast to every local subscriber of its topic, encoded once per variant.
-pub fn deliver(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
+pub(crate) fn send(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
     let subscribers = registry.subscribers(&broadcast.topic);
     if subscribers.is_empty() {
         return;
     }
     metrics.broadcasts.inc();
     let topic: Arc<str> = Arc::from(broadcast.topic.as_str());
-    let mut encoded: HashMap<(Vsn, u64), Utf8Bytes> = HashMap::new();
+    let mut encoded: HashMap<(Vsn, u64), Text> = HashMap::new();
     for handle in subscribers {
         let mask = broadcast.mask_for(&handle.claims);
         let frame = encoded
@@ -116,7 +35,7 @@ pub fn deliver(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
                     &broadcast.event,
                     &payload,
                 ) {
-                    Frame::Text(text) => Utf8Bytes::from(text),
+                    Frame::Text(text) => Text::from(text),
                 }
             })
             .clone();
@@ -128,107 +47,14 @@ pub fn deliver(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics) {
     }
 }
 
-/// Reads `partitions` of `topic` from the live end until `shutdown`, handing each record to
-/// `handle`.
-async fn tail(
-    log: &dyn Log,
-    topic: TopicSpec,
-    partitions: Vec<u32>,
-    shutdown: &CancellationToken,
-    mut handle: impl FnMut(Record),
-) -> Result<(), LogError> {
-    let start = StartAt::Latest;
-    let mut consumer = log
-        .subscribe(topic, Subscription::Partitions { partitions, start })
-        .await?;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            record = consumer.next() => handle(record?),
-        }
-    }
-}
-
-/// Reads this connector's deliveries from the log and hands each to its session. A full
-/// `presence_state` in a join's delivery seeds the topic's presence replica first, here, in
-/// log order, so joins answered after it can be filled from the replica.
-pub async fn deliveries(
-    log: Arc<dyn Log>,
-    connector_id: String,
-    sessions: Arc<Sessions>,
-    replicas: Arc<Replicas>,
-    shutdown: CancellationToken,
-) -> Result<(), LogError> {
-    let partition = partition_for(connector_id.as_bytes(), DELIVERIES.partitions);
-    tail(&*log, DELIVERIES, vec![partition], &shutdown, |record| {
-        match Delivery::decode(&record.value) {
-            // Other connectors' deliveries may share the partition.
-            Ok(delivery) if delivery.socket.connector_id == connector_id => {
-                if delivery.reply.is_some() {
-                    let socket = &delivery.socket;
-                    let list = delivery
-                        .pushes
-                        .iter()
-                        .find(|p| p.event == STATE_EVENT && p.payload.is_object());
-                    replicas.on_join_answer(
-                        &delivery.topic,
-                        socket.socket_id,
-                        socket.join_ref.as_deref().unwrap_or_default(),
-                        list.map(|p| &p.payload),
-                    );
-                }
-                if let Some(handle) = sessions.get(delivery.socket.socket_id) {
-                    handle.offer(Outbound::Delivery(delivery));
-                }
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::error!(%error, offset = record.offset, "skipping an undecodable delivery");
-            }
-        }
-    })
-    .await
-}
-
-/// Reads every broadcast from the live end of the log and fans it out locally.
-pub async fn broadcasts(
-    log: Arc<dyn Log>,
-    targets: Targets,
-    shutdown: CancellationToken,
-) -> Result<(), LogError> {
-    let mut recent = RecentIds::new(65_536);
-    let partitions = (0..BROADCASTS.partitions).collect();
-    tail(&*log, BROADCASTS, partitions, &shutdown, |record| {
-        match Broadcast::decode(&record.value) {
-            Ok(broadcast) if recent.first_time(&broadcast.id) => {
-                fan_out(&broadcast, &targets);
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::error!(%error, offset = record.offset, "skipping an undecodable broadcast");
-            }
-        }
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::registry::SessionHandle;
     use serde_json::json;
     use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
     use topics::{Audience, Claims, Transform};
-
-    #[test]
-    fn recent_ids_are_bounded() {
-        let mut recent = RecentIds::new(2);
-        assert!(recent.first_time("a"));
-        assert!(!recent.first_time("a"));
-        assert!(recent.first_time("b"));
-        assert!(recent.first_time("c"));
-        assert!(recent.first_time("a"), "a was forgotten");
-    }
 
     #[test]
     fn one_encoding_per_variant_shared_by_subscribers() {
@@ -267,7 +93,7 @@ mod tests {
                 },
             }],
         };
-        deliver(&broadcast, &registry, &metrics);
+        send(&broadcast, &registry, &metrics);
         let mut texts = Vec::new();
         for rx in &mut receivers {
             let Ok(Outbound::Broadcast(_, text)) = rx.try_recv() else {

@@ -11,7 +11,7 @@ use topics::{Heartbeat, Log};
 
 /// Heart-beats for `connector_id` until `shutdown`. A failed append is logged and the next
 /// beat tried on time: missing one of four beats per lease is harmless.
-pub async fn beat(
+pub(crate) async fn beat(
     log: Arc<dyn Log>,
     connector_id: String,
     lease: Duration,

@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 use topics::names::BROADCASTS;
 use topics::Broadcast;
 
-use crate::fanout::USER_SOCKET_PREFIX;
-use crate::{websocket, App};
+use crate::app::App;
+use crate::streams::USER_SOCKET_PREFIX;
+use crate::websocket;
 
 /// All routes of a connector.
 pub(crate) fn router(app: Arc<App>) -> Router {

@@ -4,34 +4,43 @@
 //! the log; replies and broadcasts stream back from the log to the right sockets.
 //!
 //! Layout:
-//! - [`serializer`]: V1/V2 JSON and V2 binary framing (sans IO).
-//! - [`session`]: the per-socket channel state machine (sans IO).
-//! - [`auth`]: JWT verification and the `authToken` sub-protocol.
-//! - [`registry`]: live sessions and topic subscriptions.
-//! - [`fanout`]: deliveries and broadcasts from the log to sockets.
-//! - [`presence`]: presence replicas and per-window folding of presence diffs.
-//! - [`heartbeat`]: the lease that keeps this connector's presences alive.
-//! - `upgrade`: the WebSocket handshake.
-//! - `websocket`: the WebSocket transport and session task.
+//! - `serializer`: V1/V2 JSON and V2 binary framing (sans IO).
+//! - `session/`: the per-socket channel state machine (sans IO): `mod` the session,
+//!   `channel` the join/leave/event/delivery/broadcast transitions, `rate_limit` the token
+//!   bucket, `tests`.
+//! - `auth`: JWT verification and the `authToken` sub-protocol.
+//! - `registry`: live sessions and topic subscriptions.
+//! - `fanout`: one broadcast encoded once per variant and offered to every subscriber.
+//! - `streams`: deliveries and broadcasts read from the log and routed to sockets.
+//! - `presence`: presence replicas and per-window folding of presence diffs.
+//! - `heartbeat`: the lease that keeps this connector's presences alive.
+//! - `close`: the WebSocket close codes, and when each is sent.
+//! - `websocket/`: the WebSocket transport, the only module that speaks tungstenite: `mod`
+//!   the endpoint, `upgrade` the handshake, `duplex` the socket, `task` the session task.
 //! - `http`: routes: socket, `/api/*`, health, metrics.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`config`]: the settings of one connector.
+//! - `app`: the state shared by every request and session.
+//! - `metrics`: Prometheus metrics.
+//! - `config`: the settings of one connector.
+//!
+//! The API is [`run`] and what it takes: [`ConnectorConfig`], [`Metrics`], and for tokens
+//! [`JwtSecret`], [`Authenticator`] and [`TokenClaims`].
 
-pub mod auth;
-pub mod config;
-pub mod fanout;
-pub mod heartbeat;
-pub mod metrics;
-pub mod presence;
-pub mod registry;
-pub mod serializer;
-pub mod session;
-
+mod app;
+mod auth;
+mod close;
+mod config;
+mod fanout;
+mod heartbeat;
 mod http;
-mod upgrade;
+mod metrics;
+mod presence;
+mod registry;
+mod serializer;
+mod session;
+mod streams;
 mod websocket;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
@@ -40,7 +49,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use topics::{Log, LogError};
 
-pub use auth::{Authenticator, JwtSecret, TokenClaims};
+use app::App;
+
+pub use auth::{AuthError, Authenticator, JwtSecret, TokenClaims};
 pub use config::ConnectorConfig;
 pub use metrics::Metrics;
 
@@ -52,33 +63,10 @@ pub enum ConnectorError {
     Log(#[from] LogError),
     /// The JWT secret cannot be used.
     #[error("the connector cannot verify tokens: {0}")]
-    Auth(#[from] auth::AuthError),
+    Auth(#[from] AuthError),
     /// The HTTP server failed.
     #[error("the HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
-}
-
-/// State shared by every request and session of one connector.
-#[derive(Debug)]
-pub(crate) struct App {
-    config: ConnectorConfig,
-    log: Arc<dyn Log>,
-    auth: Authenticator,
-    registry: Arc<registry::Registry>,
-    sessions: Arc<registry::Sessions>,
-    replicas: Arc<presence::Replicas>,
-    metrics: Metrics,
-    next_socket: AtomicU64,
-    /// Fires when the connector starts draining.
-    shutdown: CancellationToken,
-    /// Session tasks, so shutdown can wait for them (axum does not track upgraded sockets).
-    tracker: TaskTracker,
-}
-
-impl App {
-    fn next_socket_id(&self) -> u64 {
-        self.next_socket.fetch_add(1, Ordering::Relaxed)
-    }
 }
 
 /// Serves sockets on `listener` until `shutdown` fires, then drains: every socket is told
@@ -104,20 +92,20 @@ pub async fn run(
     });
     // Subscribe to the log before accepting sockets, so no reply can be missed.
     let streams = CancellationToken::new();
-    let deliveries = tokio::spawn(fanout::deliveries(
+    let deliveries = tokio::spawn(streams::deliveries(
         log.clone(),
         app.config.connector_id.clone(),
         app.sessions.clone(),
         app.replicas.clone(),
         streams.clone(),
     ));
-    let targets = fanout::Targets {
+    let targets = streams::Targets {
         registry: app.registry.clone(),
         sessions: app.sessions.clone(),
         replicas: app.replicas.clone(),
         metrics: metrics.clone(),
     };
-    let broadcasts = tokio::spawn(fanout::broadcasts(log.clone(), targets, streams.clone()));
+    let broadcasts = tokio::spawn(streams::broadcasts(log.clone(), targets, streams.clone()));
     let flusher = tokio::spawn(presence::flush_every(
         app.config.presence_window,
         app.replicas.clone(),

@@ -32,14 +32,14 @@ use tokio_util::sync::CancellationToken;
 use topics::presence::{PresenceDiff, PresenceState, DIFF_EVENT};
 use topics::Broadcast;
 
-use crate::fanout::deliver;
+use crate::fanout;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// Sending a diff costs a wakeup and a write per subscriber (about 10 µs each measured on a
 /// 2-core VM); per this many subscribers of a topic its window grows by one more window, so
 /// writing diffs stays a bounded share of a core (about 40 %) however large the audience.
-pub const SUBSCRIBERS_PER_WINDOW: usize = 1000;
+pub(crate) const SUBSCRIBERS_PER_WINDOW: usize = 1000;
 
 #[derive(Debug, Default)]
 struct Replica {
@@ -70,7 +70,7 @@ impl Replica {
 
 /// The presence replicas of one connector, by channel topic.
 #[derive(Debug, Default)]
-pub struct Replicas {
+pub(crate) struct Replicas {
     topics: Mutex<HashMap<String, Replica>>,
     /// Woken whenever a replica is seeded.
     seeded: Notify,
@@ -83,7 +83,7 @@ impl Replicas {
 
     /// Takes in a diff broadcast for `topic`, which has local subscribers; it is sent at the
     /// next flush.
-    pub fn on_diff(&self, topic: &str, diff: &PresenceDiff) {
+    pub(crate) fn on_diff(&self, topic: &str, diff: &PresenceDiff) {
         self.with(|topics| {
             topics
                 .entry(topic.to_owned())
@@ -96,7 +96,7 @@ impl Replicas {
     /// Decides `presence_known` for a join of `topic` by a subscribed socket about to be
     /// sent: true when the state is held or already asked for (the join then waits for it
     /// with [`state_for_join`](Self::state_for_join)); otherwise this join asks for it.
-    pub fn presence_known(&self, topic: &str, socket_id: u64, join_id: &str) -> bool {
+    pub(crate) fn presence_known(&self, topic: &str, socket_id: u64, join_id: &str) -> bool {
         self.with(|topics| {
             let replica = topics.entry(topic.to_owned()).or_default();
             if replica.state.is_some() || !replica.requests.is_empty() {
@@ -108,7 +108,7 @@ impl Replicas {
     }
 
     /// A join that asked for the list was not sent after all: let the next one ask.
-    pub fn cancel_request(&self, topic: &str, socket_id: u64, join_id: &str) {
+    pub(crate) fn cancel_request(&self, topic: &str, socket_id: u64, join_id: &str) {
         self.with(|topics| {
             if let Some(replica) = topics.get_mut(topic) {
                 replica.requests.remove(&(socket_id, join_id.to_owned()));
@@ -121,7 +121,7 @@ impl Replicas {
     /// join (so it has heard every diff since the snapshot was taken), the list seeds it; a
     /// topic without presence (no list in the answer) leaves no replica behind. Called in the
     /// order deliveries arrive.
-    pub fn on_join_answer(
+    pub(crate) fn on_join_answer(
         &self,
         topic: &str,
         socket_id: u64,
@@ -166,7 +166,7 @@ impl Replicas {
     /// The `presence_state` payload for a join of `topic` that said `presence_known`, waiting
     /// up to `patience` for a seed on its way. `None` if none came: the request behind it was
     /// lost, and the next join asks again.
-    pub async fn state_for_join(&self, topic: &str, patience: Duration) -> Option<Arc<str>> {
+    pub(crate) async fn state_for_join(&self, topic: &str, patience: Duration) -> Option<Arc<str>> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let notified = self.seeded.notified();
@@ -227,7 +227,7 @@ impl Replicas {
 }
 
 /// Every `window`, sends each topic's folded diffs to its subscribers, until `shutdown`.
-pub async fn flush_every(
+pub(crate) async fn flush_every(
     window: Duration,
     replicas: Arc<Replicas>,
     registry: Arc<Registry>,
@@ -250,7 +250,7 @@ pub async fn flush_every(
                 transforms: Vec::new(),
             };
             metrics.presence_flushes.inc();
-            deliver(&broadcast, &registry, &metrics);
+            fanout::send(&broadcast, &registry, &metrics);
         }
         metrics
             .presence_topics

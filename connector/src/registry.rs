@@ -8,20 +8,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use topics::{names::partition_for, Claims, Delivery};
 
-use crate::serializer::Vsn;
+use crate::serializer::{Text, Vsn};
 
 const SHARDS: u32 = 32;
 
 /// What a session task is sent.
 #[derive(Debug)]
-pub enum Outbound {
+pub(crate) enum Outbound {
     /// An encoded broadcast on a topic, shared by every subscriber: written as is, or held
     /// while the socket's join of the topic is still being answered.
-    Broadcast(Arc<str>, Utf8Bytes),
+    Broadcast(Arc<str>, Text),
     /// A reply and pushes from a processor, for the session state machine.
     Delivery(Delivery),
     /// Close the socket with this code (forced disconnect).
@@ -30,7 +29,7 @@ pub enum Outbound {
 
 /// The way to reach one session task.
 #[derive(Debug, Clone)]
-pub struct SessionHandle {
+pub(crate) struct SessionHandle {
     /// Bounded queue into the session task.
     pub tx: mpsc::Sender<Outbound>,
     /// Cancelled when the session falls too far behind; the task then closes the socket.
@@ -44,7 +43,7 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// Queues `item`; a full queue marks the session as too slow (it will be closed).
     /// Returns whether the item was queued.
-    pub fn offer(&self, item: Outbound) -> bool {
+    pub(crate) fn offer(&self, item: Outbound) -> bool {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -58,13 +57,13 @@ impl SessionHandle {
 
 /// Live sessions of this connector, by socket id.
 #[derive(Debug, Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     map: RwLock<HashMap<u64, SessionHandle>>,
 }
 
 impl Sessions {
     /// Registers a session.
-    pub fn insert(&self, socket_id: u64, handle: SessionHandle) {
+    pub(crate) fn insert(&self, socket_id: u64, handle: SessionHandle) {
         self.map
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -72,7 +71,7 @@ impl Sessions {
     }
 
     /// Forgets a session.
-    pub fn remove(&self, socket_id: u64) {
+    pub(crate) fn remove(&self, socket_id: u64) {
         self.map
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -80,7 +79,7 @@ impl Sessions {
     }
 
     /// The session with `socket_id`, if it is still open.
-    pub fn get(&self, socket_id: u64) -> Option<SessionHandle> {
+    pub(crate) fn get(&self, socket_id: u64) -> Option<SessionHandle> {
         self.map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -89,7 +88,7 @@ impl Sessions {
     }
 
     /// Every session of `user_id`.
-    pub fn of_user(&self, user_id: &str) -> Vec<SessionHandle> {
+    pub(crate) fn of_user(&self, user_id: &str) -> Vec<SessionHandle> {
         self.map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -104,7 +103,7 @@ type Shard = RwLock<HashMap<String, HashMap<u64, SessionHandle>>>;
 
 /// Channel topic → subscribed sessions.
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     shards: Vec<Shard>,
 }
 
@@ -123,7 +122,7 @@ impl Registry {
     }
 
     /// Subscribes a session to `topic`.
-    pub fn subscribe(&self, topic: &str, socket_id: u64, handle: SessionHandle) {
+    pub(crate) fn subscribe(&self, topic: &str, socket_id: u64, handle: SessionHandle) {
         self.shard(topic)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -133,7 +132,7 @@ impl Registry {
     }
 
     /// Unsubscribes a session from `topic`.
-    pub fn unsubscribe(&self, topic: &str, socket_id: u64) {
+    pub(crate) fn unsubscribe(&self, topic: &str, socket_id: u64) {
         let mut shard = self
             .shard(topic)
             .write()
@@ -147,12 +146,12 @@ impl Registry {
     }
 
     /// Whether any session here is subscribed to `topic`.
-    pub fn has_subscribers(&self, topic: &str) -> bool {
+    pub(crate) fn has_subscribers(&self, topic: &str) -> bool {
         self.subscriber_count(topic) > 0
     }
 
     /// How many sessions here are subscribed to `topic`.
-    pub fn subscriber_count(&self, topic: &str) -> usize {
+    pub(crate) fn subscriber_count(&self, topic: &str) -> usize {
         self.shard(topic)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -161,7 +160,7 @@ impl Registry {
     }
 
     /// The sessions subscribed to `topic` (a snapshot, so no lock is held while sending).
-    pub fn subscribers(&self, topic: &str) -> Vec<SessionHandle> {
+    pub(crate) fn subscribers(&self, topic: &str) -> Vec<SessionHandle> {
         self.shard(topic)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -202,9 +201,9 @@ mod tests {
     fn a_full_queue_marks_the_session_slow() {
         let (h, _rx) = handle(1);
         let topic: Arc<str> = Arc::from("t");
-        assert!(h.offer(Outbound::Broadcast(topic.clone(), "a".into())));
+        assert!(h.offer(Outbound::Broadcast(topic.clone(), Text::from_static("a"))));
         assert!(!h.overflow.is_cancelled());
-        assert!(!h.offer(Outbound::Broadcast(topic, "b".into())));
+        assert!(!h.offer(Outbound::Broadcast(topic, Text::from_static("b"))));
         assert!(h.overflow.is_cancelled());
     }
 }

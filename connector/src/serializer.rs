@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 /// The serializer a socket negotiated with `vsn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Vsn {
+pub(crate) enum Vsn {
     /// `1.0.x`: JSON objects, no `join_ref` on the way out, no binary.
     V1,
     /// `2.0.x`: JSON arrays `[join_ref, ref, topic, event, payload]` and binary frames.
@@ -16,7 +16,7 @@ pub enum Vsn {
 impl Vsn {
     /// Negotiates from the `vsn` connect param: absent means 1.0.0, `1.0.x` is V1, `2.0.x` is
     /// V2, anything else is refused.
-    pub fn negotiate(vsn: Option<&str>) -> Option<Vsn> {
+    pub(crate) fn negotiate(vsn: Option<&str>) -> Option<Vsn> {
         let vsn = vsn.unwrap_or("1.0.0");
         let mut parts = vsn.split('.');
         let (major, minor, patch) = (parts.next()?, parts.next()?, parts.next()?);
@@ -33,7 +33,7 @@ impl Vsn {
 
 /// A message payload: JSON, or raw bytes from a binary frame.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
+pub(crate) enum Payload {
     /// A JSON value.
     Json(Value),
     /// Bytes from a V2 binary push.
@@ -42,7 +42,7 @@ pub enum Payload {
 
 /// One decoded client message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message {
+pub(crate) struct Message {
     /// The join this message belongs to.
     pub join_ref: Option<String>,
     /// The message ref, echoed in the reply.
@@ -59,7 +59,7 @@ pub struct Message {
 /// read, so the client can still be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
-pub struct DecodeError {
+pub(crate) struct DecodeError {
     /// Short machine-readable reason, also the metric label.
     pub reason: &'static str,
     /// The topic, if it could be read.
@@ -81,9 +81,43 @@ impl DecodeError {
 /// An encoded frame, ready for the transport. (Server-to-client binary frames, kinds 0–2 of
 /// PROTOCOL.md §3.3, are not produced yet: no channel sends raw bytes.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub(crate) enum Frame {
     /// A text frame.
     Text(String),
+}
+
+/// The text of an encoded frame, shared as is by every socket it is sent to.
+///
+/// UTF-8 by construction: it is only built from a `String` or a `&'static str` (the
+/// serializer's output), never from bytes read off the wire, so the transport can send it as
+/// a text message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Text(Bytes);
+
+impl Text {
+    /// Text from a string constant (tests build broadcasts with it).
+    #[cfg(test)]
+    pub(crate) const fn from_static(text: &'static str) -> Self {
+        Self(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// The text as a `&str`. Checks the bytes again (they were a string), so it is for tests,
+    /// not for every frame.
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The bytes, for the transport.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Self {
+        Self(Bytes::from(text))
+    }
 }
 
 /// Reads a ref field: a string, a number (kept as its text) or null.
@@ -97,7 +131,7 @@ fn read_ref(value: Option<&Value>) -> Result<Option<String>, ()> {
 }
 
 /// Decodes a text frame.
-pub fn decode_text(vsn: Vsn, text: &str) -> Result<Message, DecodeError> {
+pub(crate) fn decode_text(vsn: Vsn, text: &str) -> Result<Message, DecodeError> {
     let value: Value = serde_json::from_str(text).map_err(|_| DecodeError::new("invalid JSON"))?;
     match vsn {
         Vsn::V2 => {
@@ -176,7 +210,7 @@ fn from_parts(
 }
 
 /// Decodes a V2 binary frame (kind 0, a client push).
-pub fn decode_binary(bytes: &Bytes) -> Result<Message, DecodeError> {
+pub(crate) fn decode_binary(bytes: &Bytes) -> Result<Message, DecodeError> {
     let header = bytes
         .get(..5)
         .ok_or_else(|| DecodeError::new("binary frame too short"))?;
@@ -211,7 +245,7 @@ fn text(value: &Value) -> Frame {
 }
 
 /// Encodes a reply (`phx_reply`).
-pub fn encode_reply(
+pub(crate) fn encode_reply(
     vsn: Vsn,
     join_ref: Option<&str>,
     msg_ref: Option<&str>,
@@ -229,7 +263,7 @@ pub fn encode_reply(
 }
 
 /// Encodes a push from a channel (`join_ref` set) or a broadcast (`join_ref` None).
-pub fn encode_push(
+pub(crate) fn encode_push(
     vsn: Vsn,
     join_ref: Option<&str>,
     topic: &str,
@@ -260,7 +294,7 @@ struct V1Push<'a> {
 
 /// Encodes a push whose payload is already JSON text (a presence list encoded once and sent
 /// to many joining sockets).
-pub fn encode_push_raw(
+pub(crate) fn encode_push_raw(
     vsn: Vsn,
     join_ref: Option<&str>,
     topic: &str,
@@ -284,7 +318,7 @@ pub fn encode_push_raw(
 }
 
 /// Encodes `phx_close` for a join (the ref is the join_ref, PROTOCOL.md §3.1).
-pub fn encode_close(vsn: Vsn, join_ref: Option<&str>, topic: &str) -> Frame {
+pub(crate) fn encode_close(vsn: Vsn, join_ref: Option<&str>, topic: &str) -> Frame {
     let empty = Value::Object(Map::new());
     match vsn {
         Vsn::V2 => text(&json!([join_ref, join_ref, topic, "phx_close", empty])),

@@ -1,110 +1,36 @@
-//! The WebSocket transport: the handshake (vsn, token) and the session task, a thin `select!`
-//! around the [`Session`] state machine.
+//! The session task of one socket: a thin `select!` around the sans-IO [`Session`], which
+//! reads client frames, queued broadcasts and deliveries, and carries out the session's
+//! [`Action`]s (frames to write, commands to store, subscriptions).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use futures_util::{Sink, Stream};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use topics::names::COMMANDS;
 use topics::presence::STATE_EVENT;
 use topics::{Claims, Command, CommandKind, SocketRef};
 
-use crate::auth::token_from_protocols;
-
+use super::duplex::Duplex;
+use super::upgrade::Socket;
+use crate::app::App;
+use crate::close;
 use crate::registry::{Outbound, SessionHandle};
-use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Vsn};
+use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Text, Vsn};
 use crate::session::{Action, Session};
-use crate::upgrade::{Socket, Upgrade};
-use crate::App;
 
-/// Per-socket read buffer: Phoenix frames are small, and a large buffer costs memory on every
-/// idle socket.
-const READ_BUFFER: usize = 4 * 1024;
-/// Written frames are buffered up to this size until the batch is flushed.
-const WRITE_BUFFER: usize = 16 * 1024;
-/// Text messages longer than this are sent as several frames, so no socket's write buffer
-/// grows past about two of them (tungstenite never shrinks it).
-const FRAGMENT: usize = 16 * 1024;
+/// How long a join waits for the presence list another join of the same topic asked for.
+const SEED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Close codes this transport uses (never 1000: phoenix.js ≤ 1.8.12 would not reconnect).
-mod close_code {
-    pub(super) const GOING_AWAY: u16 = 1001;
-    pub(super) const TOO_BIG: u16 = 1009;
-    pub(super) const RESTART: u16 = 1012;
-    pub(super) const TRY_AGAIN_LATER: u16 = 1013;
-}
+/// How long a closing socket may take to flush its last frames.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// `GET /socket/websocket`: checks vsn and token, then upgrades.
-pub(crate) async fn handler(
-    State(app): State<Arc<App>>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-    mut request: Request,
-) -> Response {
-    // Plug semantics: for a repeated key the last occurrence wins.
-    let params: HashMap<String, String> = query.into_iter().collect();
-    let refuse = |reason: &'static str| {
-        app.metrics
-            .connections_refused
-            .with_label_values(&[reason])
-            .inc();
-        tracing::info!(reason, "refused a socket");
-        StatusCode::FORBIDDEN.into_response()
-    };
-    let Some(vsn) = Vsn::negotiate(params.get("vsn").map(String::as_str)) else {
-        return refuse("unsupported vsn");
-    };
-    let protocol_token = match headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|h| h.to_str().ok())
-        .map(token_from_protocols)
-        .transpose()
-    {
-        Ok(token) => token.flatten(),
-        Err(_) => return refuse("malformed auth token"),
-    };
-    let claims = match protocol_token.or_else(|| params.get("token").cloned()) {
-        None => Claims::default(),
-        Some(token) => match app.auth.verify(&token) {
-            Ok(claims) => claims,
-            Err(_) => return refuse("invalid token"),
-        },
-    };
-    if app.shutdown.is_cancelled() {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    let upgrade = match Upgrade::from_request(&mut request) {
-        Ok(upgrade) => upgrade,
-        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
-    };
-    let max = app.config.max_frame_bytes;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER);
-    let tracked = app.tracker.clone();
-    upgrade.accept(config, move |socket| {
-        tracked.track_future(run_session(app, socket, vsn, claims))
-    })
-}
-
-async fn run_session(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims) {
+/// Runs the session of one upgraded socket until it closes, then leaves its channels.
+pub(super) async fn run(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims) {
     let socket_id = app.next_socket_id();
     let (tx, mut rx) = mpsc::channel(app.config.outbound_queue);
     let handle = SessionHandle {
@@ -133,9 +59,7 @@ async fn run_session(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims) {
             code: CloseCode::from(code),
             reason: Utf8Bytes::from_static(reason),
         };
-        task.duplex
-            .outgoing
-            .push_back(WsMessage::Close(Some(frame)));
+        task.duplex.queue_close(frame);
     }
     // Give the last frames (and the close frame) a moment to leave.
     let flushed = tokio::time::timeout(CLOSE_GRACE, task.duplex.flush_all()).await;
@@ -146,114 +70,17 @@ async fn run_session(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims) {
     app.metrics.connections.dec();
 }
 
-/// How long a join waits for the presence list another join of the same topic asked for.
-const SEED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How long a closing socket may take to flush its last frames.
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// One WebSocket, read and written by one task without either side blocking the other.
-///
-/// Frames to send wait in a bounded queue; every poll first pushes as many as the socket
-/// takes, then flushes, then reads. Doing both in one poll with one waker means a client that
-/// stops reading cannot stop the server reading it (no deadlock), and no wakeup is lost
-/// between a reader and a writer sharing the socket.
-struct Duplex {
-    socket: Socket,
-    outgoing: VecDeque<WsMessage>,
-    unflushed: bool,
-    limit: usize,
-}
-
-impl Duplex {
-    fn new(socket: Socket, limit: usize) -> Self {
-        Self {
-            socket,
-            outgoing: VecDeque::new(),
-            unflushed: false,
-            limit,
-        }
-    }
-
-    /// Queues a message, long texts as several frames; false when the queue is full (the
-    /// client reads too slowly).
-    fn queue(&mut self, message: WsMessage) -> bool {
-        if self.outgoing.len() >= self.limit {
-            return false;
-        }
-        match message {
-            WsMessage::Text(text) if text.len() > FRAGMENT => {
-                let bytes = bytes::Bytes::from(text);
-                let mut start = 0;
-                while start < bytes.len() {
-                    let end = (start + FRAGMENT).min(bytes.len());
-                    let opcode = if start == 0 {
-                        Data::Text
-                    } else {
-                        Data::Continue
-                    };
-                    let chunk = bytes.slice(start..end);
-                    let frame = WsFrame::message(chunk, OpCode::Data(opcode), end == bytes.len());
-                    self.outgoing.push_back(WsMessage::Frame(frame));
-                    start = end;
-                }
-            }
-            message => self.outgoing.push_back(message),
-        }
-        true
-    }
-
-    /// Sends what the socket takes now and flushes; an error means the socket is gone.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), tungstenite::Error> {
-        while !self.outgoing.is_empty() {
-            match Pin::new(&mut self.socket).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    if let Some(message) = self.outgoing.pop_front() {
-                        Pin::new(&mut self.socket).start_send(message)?;
-                        self.unflushed = true;
-                    }
-                }
-                Poll::Ready(Err(error)) => return Err(error),
-                Poll::Pending => break,
-            }
-        }
-        if self.unflushed {
-            match Pin::new(&mut self.socket).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(error)) => return Err(error),
-                Poll::Pending => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Drives writes, then waits for the next frame from the client.
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<WsMessage, tungstenite::Error>>> {
-        if let Err(error) = self.poll_write(cx) {
-            return Poll::Ready(Some(Err(error)));
-        }
-        Pin::new(&mut self.socket).poll_next(cx)
-    }
-
-    /// Waits until every queued frame is written and flushed.
-    async fn flush_all(&mut self) -> Result<(), tungstenite::Error> {
-        std::future::poll_fn(|cx| match self.poll_write(cx) {
-            Err(error) => Poll::Ready(Err(error)),
-            Ok(()) if self.outgoing.is_empty() && !self.unflushed => Poll::Ready(Ok(())),
-            Ok(()) => Poll::Pending,
-        })
-        .await
-    }
-}
-
+/// What the task of one socket holds.
 struct SessionTask {
+    /// The connector's shared state: config, log, registry, replicas, metrics.
     app: Arc<App>,
+    /// This socket's id, in commands and in the session and subscription maps.
     socket_id: u64,
+    /// This session's own handle, registered on every topic it subscribes to.
     handle: SessionHandle,
+    /// The channel state machine.
     session: Session,
+    /// The socket.
     duplex: Duplex,
 }
 
@@ -266,14 +93,14 @@ impl SessionTask {
             tokio::select! {
                 () = self.app.shutdown.cancelled() => {
                     self.shutdown_notice();
-                    return Some((close_code::RESTART, "server restarting"));
+                    return Some((close::RESTART, "server restarting"));
                 }
                 () = self.handle.overflow.cancelled() => {
                     self.app.metrics.slow_consumers.inc();
-                    return Some((close_code::TRY_AGAIN_LATER, "too slow to keep up"));
+                    return Some((close::TRY_AGAIN_LATER, "too slow to keep up"));
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    return Some((close_code::GOING_AWAY, "idle timeout"));
+                    return Some((close::GOING_AWAY, "idle timeout"));
                 }
                 incoming = std::future::poll_fn(|cx| self.duplex.poll_next(cx)) => {
                     deadline = Instant::now() + idle;
@@ -281,7 +108,7 @@ impl SessionTask {
                         None | Some(Ok(WsMessage::Close(_))) => return None,
                         Some(Err(tungstenite::Error::Capacity(_))) => {
                             self.app.metrics.frames_rejected.with_label_values(&["frame too large"]).inc();
-                            return Some((close_code::TOO_BIG, "frame too large"));
+                            return Some((close::TOO_BIG, "frame too large"));
                         }
                         Some(Err(_)) => return None,
                         Some(Ok(message)) => self.incoming(message).await,
@@ -396,11 +223,27 @@ impl SessionTask {
         self.write(WsMessage::Text(text))
     }
 
+    /// Writes a broadcast frame shared with other subscribers.
+    fn forward(&mut self, text: Text) {
+        // tungstenite takes shared bytes as text only through `TryFrom<Bytes>`, which checks
+        // again that they are UTF-8 (tens of ns for a short frame): the price of keeping
+        // tungstenite out of the sans-IO core. `Text` is UTF-8 by construction, so this does
+        // not fail; if it ever did, the frame is dropped and logged, and the socket carries on.
+        match Utf8Bytes::try_from(text.into_bytes()) {
+            Ok(text) => self.send_text(text),
+            Err(error) => tracing::error!(
+                socket = self.socket_id,
+                %error,
+                "dropped a broadcast frame that is not UTF-8"
+            ),
+        }
+    }
+
     async fn execute(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Send(Frame::Text(text)) => self.send_text(Utf8Bytes::from(text)),
-                Action::Forward(frame) => self.send_text(frame),
+                Action::Forward(text) => self.forward(text),
                 Action::Overflow => self.handle.overflow.cancel(),
                 Action::JoinAnswered(status) => {
                     let label = crate::metrics::Metrics::status_label(&status);

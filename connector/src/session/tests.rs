@@ -1,0 +1,432 @@
+//! Tests of the session state machine, fed decoded frames and deliveries, no socket.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use topics::{CommandKind, Delivery, ReplyBody, SocketRef};
+
+use super::channel::MAX_HELD;
+use super::{Action, Session, MAX_CHANNELS};
+use crate::serializer::{decode_text, Frame, Message, Text, Vsn};
+
+fn msg(text: &str) -> Message {
+    decode_text(Vsn::V2, text).expect("valid frame")
+}
+
+/// Hands the session one V2 frame received now.
+fn feed(s: &mut Session, frame: &str, out: &mut Vec<Action>) {
+    s.handle(msg(frame), Instant::now(), out);
+}
+
+fn frames(actions: &[Action]) -> Vec<Value> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Frame::Text(t)) => serde_json::from_str(t).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn commands(actions: &[Action]) -> Vec<(String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Command { join_id, kind, .. } => Some((join_id.clone(), format!("{kind:?}"))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn delivery(
+    topic: &str,
+    join_id: &str,
+    msg_ref: Option<&str>,
+    status: &str,
+    response: Value,
+) -> Delivery {
+    Delivery {
+        socket: SocketRef {
+            connector_id: "c".into(),
+            socket_id: 1,
+            join_ref: Some(join_id.into()),
+            msg_ref: msg_ref.map(str::to_owned),
+        },
+        topic: topic.into(),
+        reply: Some(ReplyBody {
+            status: status.into(),
+            response,
+        }),
+        pushes: vec![],
+    }
+}
+
+fn joined(session: &mut Session, topic: &str, join_ref: &str) -> String {
+    let mut out = Vec::new();
+    session.handle(
+        msg(&format!(
+            r#"["{join_ref}","{join_ref}","{topic}","phx_join",{{}}]"#
+        )),
+        Instant::now(),
+        &mut out,
+    );
+    let Some(Action::Command { join_id, .. }) = out.iter().find(|a| {
+        matches!(
+            a,
+            Action::Command {
+                kind: CommandKind::Join { .. },
+                ..
+            }
+        )
+    }) else {
+        panic!("join command expected: {out:?}")
+    };
+    let join_id = join_id.clone();
+    let mut out = Vec::new();
+    session.handle_delivery(
+        delivery(topic, &join_id, Some(join_ref), "ok", json!({})),
+        None,
+        &mut out,
+    );
+    join_id
+}
+
+#[test]
+fn heartbeat_is_answered_with_null_join_ref() {
+    let mut s = Session::new(Vsn::V2, 0);
+    let mut out = Vec::new();
+    feed(&mut s, r#"[null,"12","phoenix","heartbeat",{}]"#, &mut out);
+    assert_eq!(
+        frames(&out),
+        vec![json!([null, "12", "phoenix", "phx_reply", {"status": "ok", "response": {}}])]
+    );
+}
+
+#[test]
+fn unmatched_topics_reply_with_null_join_ref() {
+    let mut s = Session::new(Vsn::V2, 0);
+    let mut out = Vec::new();
+    feed(&mut s, r#"["11","1","room:lobby","phx_join",{}]"#, &mut out);
+    feed(
+        &mut s,
+        r#"["11","2","donations:lobby","new_msg",{}]"#,
+        &mut out,
+    );
+    let unmatched = json!({"status": "error", "response": {"reason": "unmatched topic"}});
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!([null, "1", "room:lobby", "phx_reply", unmatched]),
+            json!([null, "2", "donations:lobby", "phx_reply", unmatched]),
+        ]
+    );
+}
+
+#[test]
+fn subscribes_before_joining_and_holds_broadcasts_until_the_reply_and_pushes() {
+    let mut s = Session::new(Vsn::V2, 0);
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"["11","1","donations:campaign:1","phx_join",{}]"#,
+        &mut out,
+    );
+    assert_eq!(out[0], Action::Subscribe("donations:campaign:1".into()));
+    assert_eq!(commands(&out).len(), 1);
+    let mut out = Vec::new();
+    s.handle_broadcast("donations:campaign:1", Text::from_static("diff"), &mut out);
+    s.handle_broadcast("donations:lobby", Text::from_static("other"), &mut out);
+    assert!(out.is_empty(), "held until the join is answered");
+    let mut d = delivery("donations:campaign:1", "1", Some("1"), "ok", json!({}));
+    d.pushes.push(topics::Push {
+        event: "campaign_state".into(),
+        payload: json!({"campaign": {}}),
+    });
+    assert!(s.answers_pending_join(&d));
+    s.handle_delivery(d, None, &mut out);
+    assert_eq!(out[1], Action::JoinAnswered("ok".into()));
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!(["11", "1", "donations:campaign:1", "phx_reply", {"status": "ok", "response": {}}]),
+            json!(["11", null, "donations:campaign:1", "campaign_state", {"campaign": {}}]),
+        ]
+    );
+    assert_eq!(
+        out.last(),
+        Some(&Action::Forward(Text::from_static("diff")))
+    );
+    let mut out = Vec::new();
+    s.handle_broadcast("donations:campaign:1", Text::from_static("next"), &mut out);
+    assert_eq!(out, vec![Action::Forward(Text::from_static("next"))]);
+}
+
+#[test]
+fn too_many_broadcasts_held_for_a_join_overflow_the_socket() {
+    let mut s = Session::new(Vsn::V2, 0);
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"["11","1","donations:lobby","phx_join",{}]"#,
+        &mut out,
+    );
+    let mut out = Vec::new();
+    for _ in 0..MAX_HELD {
+        s.handle_broadcast("donations:lobby", Text::from_static("b"), &mut out);
+    }
+    assert!(out.is_empty());
+    s.handle_broadcast("donations:lobby", Text::from_static("b"), &mut out);
+    assert_eq!(out, vec![Action::Overflow]);
+}
+
+#[test]
+fn refused_join_registers_nothing() {
+    let mut s = Session::new(Vsn::V2, 0);
+    let mut out = Vec::new();
+    feed(&mut s, r#"["11","1","admin:x","phx_join",{}]"#, &mut out);
+    // A push sent before the answer waits, then is refused with the join.
+    feed(
+        &mut s,
+        r#"["11","2","admin:x","create_campaign",{}]"#,
+        &mut out,
+    );
+    let mut out = Vec::new();
+    s.handle_delivery(
+        delivery(
+            "admin:x",
+            "1",
+            Some("1"),
+            "error",
+            json!({"reason": "unauthorized"}),
+        ),
+        None,
+        &mut out,
+    );
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!(["11", "1", "admin:x", "phx_reply", {"status": "error", "response": {"reason": "unauthorized"}}]),
+            json!([null, "2", "admin:x", "phx_reply", {"status": "error", "response": {"reason": "unmatched topic"}}]),
+        ]
+    );
+    assert!(out.contains(&Action::Unsubscribe("admin:x".into())));
+    assert_eq!(s.joined().count(), 0);
+}
+
+#[test]
+fn events_use_the_current_join_ref_and_drop_stale_ones() {
+    let mut s = Session::new(Vsn::V2, 0);
+    let join_id = joined(&mut s, "donations:lobby", "11");
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"[null,"5","donations:lobby","ping",{"a":1}]"#,
+        &mut out,
+    );
+    assert_eq!(commands(&out).len(), 1);
+    feed(&mut s, r#"["3","6","donations:lobby","ping",{}]"#, &mut out);
+    assert_eq!(commands(&out).len(), 1, "stale join_ref is dropped");
+    let mut out = Vec::new();
+    s.handle_delivery(
+        delivery(
+            "donations:lobby",
+            &join_id,
+            Some("5"),
+            "error",
+            json!({"reason": "unknown event"}),
+        ),
+        None,
+        &mut out,
+    );
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!(["11", "5", "donations:lobby", "phx_reply", {"status": "error", "response": {"reason": "unknown event"}}])
+        ]
+    );
+}
+
+#[test]
+fn leave_replies_then_closes() {
+    let mut s = Session::new(Vsn::V2, 0);
+    joined(&mut s, "donations:lobby", "11");
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"["99","7","donations:lobby","phx_leave",{}]"#,
+        &mut out,
+    );
+    assert!(frames(&out).is_empty(), "stale leave is ignored");
+    feed(
+        &mut s,
+        r#"["11","8","donations:lobby","phx_leave",{}]"#,
+        &mut out,
+    );
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!(["11", "8", "donations:lobby", "phx_reply", {"status": "ok", "response": {}}]),
+            json!(["11", "11", "donations:lobby", "phx_close", {}]),
+        ]
+    );
+    assert!(out.contains(&Action::Unsubscribe("donations:lobby".into())));
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"["11","9","donations:lobby","phx_leave",{}]"#,
+        &mut out,
+    );
+    assert_eq!(
+        frames(&out),
+        vec![json!(["11", "9", "donations:lobby", "phx_reply", {"status": "ok", "response": {}}])]
+    );
+}
+
+#[test]
+fn duplicate_join_replies_then_closes_the_old_join() {
+    let mut s = Session::new(Vsn::V2, 0);
+    joined(&mut s, "donations:lobby", "11");
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"["12","12","donations:lobby","phx_join",{}]"#,
+        &mut out,
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Subscribe(_) | Action::Unsubscribe(_))),
+        "the subscription carries over to the new join"
+    );
+    let ids = commands(&out);
+    assert_eq!(ids.len(), 2, "leave of the old join, then the new join");
+    let mut out = Vec::new();
+    s.handle_delivery(
+        delivery("donations:lobby", &ids[1].0, Some("12"), "ok", json!({})),
+        None,
+        &mut out,
+    );
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!(["12", "12", "donations:lobby", "phx_reply", {"status": "ok", "response": {}}]),
+            json!(["11", "11", "donations:lobby", "phx_close", {}]),
+        ]
+    );
+    // A late reply for the old join is ignored.
+    let mut out = Vec::new();
+    s.handle_delivery(
+        delivery("donations:lobby", &ids[0].0, Some("3"), "ok", json!({})),
+        None,
+        &mut out,
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn channel_limit() {
+    let mut s = Session::new(Vsn::V2, 0);
+    for i in 0..MAX_CHANNELS {
+        joined(&mut s, &format!("admin:{i}"), &i.to_string());
+    }
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"["500","500","admin:extra","phx_join",{}]"#,
+        &mut out,
+    );
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!(["500", "500", "admin:extra", "phx_reply", {"status": "error", "response": {"reason": "too many channels joined"}}])
+        ]
+    );
+}
+
+#[test]
+fn v1_frames_never_carry_join_ref() {
+    let mut s = Session::new(Vsn::V1, 0);
+    let mut out = Vec::new();
+    s.handle(
+        decode_text(
+            Vsn::V1,
+            r#"{"topic":"donations:lobby","event":"phx_join","payload":{},"ref":"1"}"#,
+        )
+        .expect("v1"),
+        Instant::now(),
+        &mut out,
+    );
+    let mut out = Vec::new();
+    s.handle_delivery(
+        delivery("donations:lobby", "1", Some("1"), "ok", json!({})),
+        None,
+        &mut out,
+    );
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!({"topic": "donations:lobby", "event": "phx_reply", "ref": "1", "payload": {"status": "ok", "response": {}}})
+        ]
+    );
+}
+
+#[test]
+fn close_leaves_every_channel() {
+    let mut s = Session::new(Vsn::V2, 0);
+    joined(&mut s, "donations:lobby", "11");
+    let mut out = Vec::new();
+    s.close(&mut out);
+    assert_eq!(commands(&out).len(), 1);
+    assert!(out.contains(&Action::Unsubscribe("donations:lobby".into())));
+}
+
+#[test]
+fn more_than_the_limit_per_second_is_refused_and_not_forwarded() {
+    let mut s = Session::new(Vsn::V2, 10);
+    let start = Instant::now();
+    let mut out = Vec::new();
+    s.handle(
+        decode_text(Vsn::V2, r#"["1","1","donations:lobby","phx_join",{}]"#).expect("frame"),
+        start,
+        &mut out,
+    );
+    let delivery = Delivery {
+        socket: SocketRef {
+            connector_id: "c".into(),
+            socket_id: 1,
+            join_ref: Some("1".into()),
+            msg_ref: Some("1".into()),
+        },
+        topic: "donations:lobby".into(),
+        reply: Some(ReplyBody {
+            status: "ok".into(),
+            response: json!({}),
+        }),
+        pushes: vec![],
+    };
+    s.handle_delivery(delivery, None, &mut out);
+    let push = |s: &mut Session, at: Instant| {
+        let mut out = Vec::new();
+        s.handle(
+            decode_text(Vsn::V2, r#"["1","9","donations:lobby","e",{}]"#).expect("frame"),
+            at,
+            &mut out,
+        );
+        matches!(out.as_slice(), [Action::Command { .. }])
+    };
+    let forwarded = (0..15).filter(|_| push(&mut s, start)).count();
+    assert_eq!(forwarded, 10, "a burst of 10, then refusals");
+    let mut out = Vec::new();
+    s.handle(
+        decode_text(Vsn::V2, r#"["1","10","donations:lobby","e",{}]"#).expect("frame"),
+        start,
+        &mut out,
+    );
+    let Action::Send(Frame::Text(text)) = &out[0] else {
+        panic!("a reply")
+    };
+    assert!(text.contains("rate limit exceeded"));
+    // Tokens come back with time.
+    assert!(push(&mut s, start + Duration::from_millis(250)));
+    assert!(push(&mut s, start + Duration::from_millis(250)));
+    assert!(!push(&mut s, start + Duration::from_millis(250)));
+}
