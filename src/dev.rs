@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use connector::Metrics;
+use eventlog::{EmbeddedLog, Log};
 use processors::{ProcessorMetrics, RunnerConfig};
 use store::{EmbeddedStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use eventlog::{EmbeddedLog, Log};
 
 use crate::cli::DevArgs;
 

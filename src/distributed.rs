@@ -7,10 +7,10 @@ use anyhow::Context;
 use axum::routing::get;
 use axum::Router;
 use connector::{JwtSecret, Metrics};
+use eventlog::{Created, KafkaLog, Log};
 use processors::{ProcessorMetrics, RunnerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use eventlog::{Created, KafkaLog, Log};
 use topics::names::{manifest, ALL};
 
 use crate::cli::{

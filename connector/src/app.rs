@@ -3,9 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use eventlog::Log;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use topics::Log;
 
 use crate::auth::Authenticator;
 use crate::config::ConnectorConfig;

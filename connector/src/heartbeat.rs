@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventlog::Log;
 use tokio_util::sync::CancellationToken;
 use topics::names::HEARTBEATS;
-use topics::{Heartbeat, Log};
+use topics::Heartbeat;
 
 /// Heart-beats for `connector_id` until `shutdown`. A failed append is logged and the next
 /// beat tried on time: missing one of four beats per lease is harmless.
@@ -28,7 +29,7 @@ pub(crate) async fn beat(
         let heartbeat = Heartbeat {
             connector_id: connector_id.clone(),
             lease_ms,
-            sent_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            sent_at: topics::timestamp::now(),
         };
         let sent = match heartbeat.encode() {
             Ok(bytes) => log

@@ -10,10 +10,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use topics::names::BROADCASTS;
+use topics::routes::{user_socket_topic, DISCONNECT_EVENT};
 use topics::Broadcast;
 
 use crate::app::App;
-use crate::streams::USER_SOCKET_PREFIX;
 use crate::websocket;
 
 /// All routes of a connector.
@@ -171,6 +171,11 @@ async fn disconnect(
         Some(Value::Number(n)) => n.to_string(),
         _ => return api_error(StatusCode::BAD_REQUEST, "user_id is required"),
     };
-    let topic = format!("{USER_SOCKET_PREFIX}{user_id}");
-    publish(&app, topic, "disconnect", json!({})).await
+    publish(
+        &app,
+        user_socket_topic(&user_id),
+        DISCONNECT_EVENT,
+        json!({}),
+    )
+    .await
 }

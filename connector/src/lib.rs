@@ -44,10 +44,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
+use eventlog::{Log, LogError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use topics::{Log, LogError};
 
 use app::App;
 

@@ -19,7 +19,7 @@ pub struct Metrics {
     pub messages_in: IntCounter,
     /// Frames written to clients.
     pub messages_out: IntCounter,
-    /// Replies written, by status (`ok`, `error`, `other`).
+    /// Replies written, by status (`ok`, `error`).
     pub replies: IntCounterVec,
     /// Client frames that could not be decoded, by reason.
     pub frames_rejected: IntCounterVec,
@@ -133,16 +133,6 @@ impl Metrics {
                 "Sockets closed because their outbound queue was full.",
             ),
             registry,
-        }
-    }
-
-    /// The status label for a reply status: custom statuses share `other` to keep the label
-    /// set small.
-    pub fn status_label(status: &str) -> &'static str {
-        match status {
-            "ok" => "ok",
-            "error" => "error",
-            _ => "other",
         }
     }
 

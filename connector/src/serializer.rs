@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use topics::ReplyStatus;
 
 /// The serializer a socket negotiated with `vsn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,10 +251,10 @@ pub(crate) fn encode_reply(
     join_ref: Option<&str>,
     msg_ref: Option<&str>,
     topic: &str,
-    status: &str,
+    status: ReplyStatus,
     response: &Value,
 ) -> Frame {
-    let payload = json!({ "status": status, "response": response });
+    let payload = json!({ "status": status.as_str(), "response": response });
     match vsn {
         Vsn::V2 => text(&json!([join_ref, msg_ref, topic, "phx_reply", payload])),
         Vsn::V1 => text(&json!({
@@ -362,7 +363,14 @@ mod tests {
     fn v2_push_and_reply_bytes() {
         let push = encode_push(Vsn::V2, None, "t", "e", &json!({"m": 1}));
         assert_eq!(push, Frame::Text(r#"[null,null,"t","e",{"m":1}]"#.into()));
-        let reply = encode_reply(Vsn::V2, Some("11"), Some("1"), "t", "ok", &json!({}));
+        let reply = encode_reply(
+            Vsn::V2,
+            Some("11"),
+            Some("1"),
+            "t",
+            ReplyStatus::Ok,
+            &json!({}),
+        );
         let Frame::Text(reply) = reply;
         let value: Value = serde_json::from_str(&reply).expect("json");
         assert_eq!(

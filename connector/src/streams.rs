@@ -5,20 +5,19 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
+use eventlog::{Log, LogError, Record, StartAt, Subscription};
 use tokio_util::sync::CancellationToken;
 use topics::names::{partition_for, TopicSpec, BROADCASTS, DELIVERIES};
-use topics::{Broadcast, Delivery, Log, LogError, Record, StartAt, Subscription};
+use topics::{Broadcast, Delivery};
 
 use topics::presence::{PresenceDiff, DIFF_EVENT, STATE_EVENT};
+use topics::routes::disconnected_user;
 
 use crate::close;
 use crate::fanout;
 use crate::metrics::Metrics;
 use crate::presence::Replicas;
 use crate::registry::{Outbound, Registry, Sessions};
-
-/// Topic prefix of a socket's own id topic; `disconnect` on it closes the user's sockets.
-pub(crate) const USER_SOCKET_PREFIX: &str = "user_socket:";
 
 /// Remembers recently seen broadcast ids, so a broadcast re-emitted after a processor crash
 /// reaches each socket once. Bounded: the oldest ids are forgotten first.
@@ -72,13 +71,11 @@ pub(crate) struct Targets {
 /// topic closes their sockets, presence diffs go to the topic's replica (sent at its next
 /// flush), everything else is written at once.
 pub(crate) fn route(broadcast: &Broadcast, targets: &Targets) {
-    if broadcast.event == "disconnect" {
-        if let Some(user_id) = broadcast.topic.strip_prefix(USER_SOCKET_PREFIX) {
-            for handle in targets.sessions.of_user(user_id) {
-                handle.offer(Outbound::Close(close::GOING_AWAY, "disconnected"));
-            }
-            return;
+    if let Some(user_id) = disconnected_user(&broadcast.topic, &broadcast.event) {
+        for handle in targets.sessions.of_user(user_id) {
+            handle.offer(Outbound::Close(close::GOING_AWAY, "disconnected"));
         }
+        return;
     }
     if broadcast.event == DIFF_EVENT {
         if let Some(diff) = PresenceDiff::from_value(&broadcast.payload) {
@@ -137,7 +134,7 @@ pub(crate) async fn deliveries(
                     replicas.on_join_answer(
                         &delivery.topic,
                         socket.socket_id,
-                        socket.join_ref.as_deref().unwrap_or_default(),
+                        socket.join_id.as_deref().unwrap_or_default(),
                         list.map(|p| &p.payload),
                     );
                 }

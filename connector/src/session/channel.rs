@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use topics::presence::STATE_EVENT;
 use topics::routes::route;
-use topics::{CommandKind, Delivery};
+use topics::{CommandKind, Delivery, Refusal, ReplyStatus};
 
 use super::rate_limit::Bucket;
 use super::{Action, Session, MAX_CHANNELS};
@@ -82,12 +82,11 @@ impl Session {
                 Some(old.join_ref)
             }
             None if self.channels.len() >= MAX_CHANNELS => {
-                out.push(self.reply(
+                out.push(self.refuse(
                     wire_join_ref.as_deref(),
                     msg.msg_ref.as_deref(),
                     &msg.topic,
-                    "error",
-                    json!({"reason": "too many channels joined"}),
+                    Refusal::TooManyChannels,
                 ));
                 return;
             }
@@ -134,7 +133,7 @@ impl Session {
                 msg.join_ref.as_deref(),
                 msg.msg_ref.as_deref(),
                 &msg.topic,
-                "ok",
+                ReplyStatus::Ok,
                 json!({}),
             ));
             return;
@@ -149,7 +148,7 @@ impl Session {
             channel.join_ref.as_deref(),
             msg.msg_ref.as_deref(),
             &msg.topic,
-            "ok",
+            ReplyStatus::Ok,
             json!({}),
         ));
         out.push(Action::Send(encode_close(
@@ -184,8 +183,8 @@ impl Session {
                     join_ref.as_deref(),
                     msg.msg_ref.as_deref(),
                     &msg.topic,
-                    "error",
-                    &json!({"reason": "too many messages before join"}),
+                    ReplyStatus::Error,
+                    &Refusal::TooManyBeforeJoin.response(),
                 )));
             }
             State::Joined if !channel.bucket.take(self.rate_limit, self.now) => {
@@ -195,8 +194,8 @@ impl Session {
                     join_ref.as_deref(),
                     msg.msg_ref.as_deref(),
                     &msg.topic,
-                    "error",
-                    &json!({"reason": "rate limit exceeded"}),
+                    ReplyStatus::Error,
+                    &Refusal::RateLimited.response(),
                 )));
             }
             State::Joined => match msg.payload {
@@ -216,8 +215,8 @@ impl Session {
                         join_ref.as_deref(),
                         msg.msg_ref.as_deref(),
                         &msg.topic,
-                        "error",
-                        &json!({"reason": "binary payloads are not supported"}),
+                        ReplyStatus::Error,
+                        &Refusal::BinaryPayload.response(),
                     )));
                 }
             },
@@ -237,7 +236,7 @@ impl Session {
         let Some(channel) = self.channels.get_mut(&topic) else {
             return;
         };
-        if delivery.socket.join_ref.as_deref() != Some(channel.join_id.as_str()) {
+        if delivery.socket.join_id.as_deref() != Some(channel.join_id.as_str()) {
             return; // for a join that has since ended
         }
         let join_ref = channel.join_ref.clone();
@@ -262,7 +261,7 @@ impl Session {
                         join_ref.as_deref(),
                         delivery.socket.msg_ref.as_deref(),
                         &topic,
-                        &reply.status,
+                        reply.status,
                         &reply.response,
                     )));
                 }
@@ -282,16 +281,16 @@ impl Session {
                     join_ref.as_deref(),
                     msg_ref.as_deref(),
                     &topic,
-                    &reply.status,
+                    reply.status,
                     &reply.response,
                 )));
-                out.push(Action::JoinAnswered(reply.status.clone()));
+                out.push(Action::JoinAnswered(reply.status));
                 if let Some(old) = replaced.take() {
                     out.push(Action::Send(encode_close(vsn, old.as_deref(), &topic)));
                 }
                 let queued = std::mem::take(queued);
                 let held = std::mem::take(held);
-                if reply.status == "ok" {
+                if reply.status == ReplyStatus::Ok {
                     channel.state = State::Joined;
                     push_all(delivery.pushes, out);
                     out.extend(held.into_iter().map(Action::Forward));
@@ -313,7 +312,7 @@ impl Session {
     pub(crate) fn answers_pending_join(&self, delivery: &Delivery) -> bool {
         self.channels.get(&delivery.topic).is_some_and(|c| {
             matches!(c.state, State::Joining { .. })
-                && delivery.socket.join_ref.as_deref() == Some(c.join_id.as_str())
+                && delivery.socket.join_id.as_deref() == Some(c.join_id.as_str())
         })
     }
 

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use topics::CommandKind;
+use topics::{CommandKind, Refusal, ReplyStatus};
 
 use crate::serializer::{encode_reply, DecodeError, Frame, Message, Text, Vsn};
 
@@ -54,7 +54,7 @@ pub(crate) enum Action {
     /// Stop sending broadcasts on a topic to this socket.
     Unsubscribe(String),
     /// A join was answered, with this status (for metrics).
-    JoinAnswered(String),
+    JoinAnswered(ReplyStatus),
 }
 
 /// The channel state of one socket.
@@ -101,7 +101,7 @@ impl Session {
         join_ref: Option<&str>,
         msg_ref: Option<&str>,
         topic: &str,
-        status: &str,
+        status: ReplyStatus,
         response: Value,
     ) -> Action {
         Action::Send(encode_reply(
@@ -109,13 +109,29 @@ impl Session {
         ))
     }
 
-    fn unmatched(&self, msg: &Message) -> Action {
+    /// An `error` reply with the refusal's reason.
+    fn refuse(
+        &self,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        topic: &str,
+        refusal: Refusal,
+    ) -> Action {
         self.reply(
+            join_ref,
+            msg_ref,
+            topic,
+            ReplyStatus::Error,
+            refusal.response(),
+        )
+    }
+
+    fn unmatched(&self, msg: &Message) -> Action {
+        self.refuse(
             None,
             msg.msg_ref.as_deref(),
             &msg.topic,
-            "error",
-            json!({"reason": "unmatched topic"}),
+            Refusal::UnmatchedTopic,
         )
     }
 
@@ -124,7 +140,13 @@ impl Session {
         self.now = now;
         match (msg.topic.as_str(), msg.event.as_str()) {
             ("phoenix", "heartbeat") => {
-                out.push(self.reply(None, msg.msg_ref.as_deref(), "phoenix", "ok", json!({})));
+                out.push(self.reply(
+                    None,
+                    msg.msg_ref.as_deref(),
+                    "phoenix",
+                    ReplyStatus::Ok,
+                    json!({}),
+                ));
             }
             (_, "phx_join") => self.join(msg, out),
             (_, "phx_leave") => self.leave(msg, out),
@@ -140,8 +162,8 @@ impl Session {
                 None,
                 Some(msg_ref),
                 topic,
-                "error",
-                json!({"reason": "malformed message", "detail": error.reason}),
+                ReplyStatus::Error,
+                Refusal::MalformedMessage.response_with_detail(error.reason),
             ));
         }
     }

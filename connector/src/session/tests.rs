@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use topics::{CommandKind, Delivery, ReplyBody, SocketRef};
+use topics::{CommandKind, Delivery, ReplyBody, ReplyStatus, SocketRef};
 
 use super::channel::MAX_HELD;
 use super::{Action, Session, MAX_CHANNELS};
@@ -42,21 +42,18 @@ fn delivery(
     topic: &str,
     join_id: &str,
     msg_ref: Option<&str>,
-    status: &str,
+    status: ReplyStatus,
     response: Value,
 ) -> Delivery {
     Delivery {
         socket: SocketRef {
             connector_id: "c".into(),
             socket_id: 1,
-            join_ref: Some(join_id.into()),
+            join_id: Some(join_id.into()),
             msg_ref: msg_ref.map(str::to_owned),
         },
         topic: topic.into(),
-        reply: Some(ReplyBody {
-            status: status.into(),
-            response,
-        }),
+        reply: Some(ReplyBody { status, response }),
         pushes: vec![],
     }
 }
@@ -84,7 +81,7 @@ fn joined(session: &mut Session, topic: &str, join_ref: &str) -> String {
     let join_id = join_id.clone();
     let mut out = Vec::new();
     session.handle_delivery(
-        delivery(topic, &join_id, Some(join_ref), "ok", json!({})),
+        delivery(topic, &join_id, Some(join_ref), ReplyStatus::Ok, json!({})),
         None,
         &mut out,
     );
@@ -137,14 +134,20 @@ fn subscribes_before_joining_and_holds_broadcasts_until_the_reply_and_pushes() {
     s.handle_broadcast("donations:campaign:1", Text::from_static("diff"), &mut out);
     s.handle_broadcast("donations:lobby", Text::from_static("other"), &mut out);
     assert!(out.is_empty(), "held until the join is answered");
-    let mut d = delivery("donations:campaign:1", "1", Some("1"), "ok", json!({}));
+    let mut d = delivery(
+        "donations:campaign:1",
+        "1",
+        Some("1"),
+        ReplyStatus::Ok,
+        json!({}),
+    );
     d.pushes.push(topics::Push {
         event: "campaign_state".into(),
         payload: json!({"campaign": {}}),
     });
     assert!(s.answers_pending_join(&d));
     s.handle_delivery(d, None, &mut out);
-    assert_eq!(out[1], Action::JoinAnswered("ok".into()));
+    assert_eq!(out[1], Action::JoinAnswered(ReplyStatus::Ok));
     assert_eq!(
         frames(&out),
         vec![
@@ -196,7 +199,7 @@ fn refused_join_registers_nothing() {
             "admin:x",
             "1",
             Some("1"),
-            "error",
+            ReplyStatus::Error,
             json!({"reason": "unauthorized"}),
         ),
         None,
@@ -232,7 +235,7 @@ fn events_use_the_current_join_ref_and_drop_stale_ones() {
             "donations:lobby",
             &join_id,
             Some("5"),
-            "error",
+            ReplyStatus::Error,
             json!({"reason": "unknown event"}),
         ),
         None,
@@ -301,7 +304,13 @@ fn duplicate_join_replies_then_closes_the_old_join() {
     assert_eq!(ids.len(), 2, "leave of the old join, then the new join");
     let mut out = Vec::new();
     s.handle_delivery(
-        delivery("donations:lobby", &ids[1].0, Some("12"), "ok", json!({})),
+        delivery(
+            "donations:lobby",
+            &ids[1].0,
+            Some("12"),
+            ReplyStatus::Ok,
+            json!({}),
+        ),
         None,
         &mut out,
     );
@@ -315,7 +324,13 @@ fn duplicate_join_replies_then_closes_the_old_join() {
     // A late reply for the old join is ignored.
     let mut out = Vec::new();
     s.handle_delivery(
-        delivery("donations:lobby", &ids[0].0, Some("3"), "ok", json!({})),
+        delivery(
+            "donations:lobby",
+            &ids[0].0,
+            Some("3"),
+            ReplyStatus::Ok,
+            json!({}),
+        ),
         None,
         &mut out,
     );
@@ -357,7 +372,13 @@ fn v1_frames_never_carry_join_ref() {
     );
     let mut out = Vec::new();
     s.handle_delivery(
-        delivery("donations:lobby", "1", Some("1"), "ok", json!({})),
+        delivery(
+            "donations:lobby",
+            "1",
+            Some("1"),
+            ReplyStatus::Ok,
+            json!({}),
+        ),
         None,
         &mut out,
     );
@@ -393,12 +414,12 @@ fn more_than_the_limit_per_second_is_refused_and_not_forwarded() {
         socket: SocketRef {
             connector_id: "c".into(),
             socket_id: 1,
-            join_ref: Some("1".into()),
+            join_id: Some("1".into()),
             msg_ref: Some("1".into()),
         },
         topic: "donations:lobby".into(),
         reply: Some(ReplyBody {
-            status: "ok".into(),
+            status: ReplyStatus::Ok,
             response: json!({}),
         }),
         pushes: vec![],

@@ -133,7 +133,7 @@ impl SessionTask {
             }
             Outbound::Delivery(delivery) => {
                 if let Some(reply) = &delivery.reply {
-                    let label = crate::metrics::Metrics::status_label(&reply.status);
+                    let label = reply.status.as_str();
                     self.app.metrics.replies.with_label_values(&[label]).inc();
                 }
                 let list = self.presence_list(&delivery).await;
@@ -246,7 +246,7 @@ impl SessionTask {
                 Action::Forward(text) => self.forward(text),
                 Action::Overflow => self.handle.overflow.cancel(),
                 Action::JoinAnswered(status) => {
-                    let label = crate::metrics::Metrics::status_label(&status);
+                    let label = status.as_str();
                     self.app.metrics.joins.with_label_values(&[label]).inc();
                 }
                 Action::Subscribe(topic) => {
@@ -277,19 +277,19 @@ impl SessionTask {
                         socket: SocketRef {
                             connector_id: self.app.config.connector_id.clone(),
                             socket_id: self.socket_id,
-                            join_ref: Some(join_id),
+                            join_id: Some(join_id),
                             msg_ref,
                         },
                         claims: (*self.handle.claims).clone(),
                         kind,
-                        received_at: now(),
+                        received_at: topics::timestamp::now(),
                     };
                     // Each command is stored before the next frame of this socket is read, so
                     // at most one is in flight per socket (some Kafka-protocol brokers lost
                     // records under many in-flight requests); on failure the client's push
                     // times out and it retries, and nothing was half-done.
                     if !self.store(&command).await && asks_presence {
-                        let join_id = command.socket.join_ref.as_deref().unwrap_or_default();
+                        let join_id = command.socket.join_id.as_deref().unwrap_or_default();
                         self.app
                             .replicas
                             .cancel_request(&command.topic, self.socket_id, join_id);
@@ -337,8 +337,4 @@ impl SessionTask {
             self.send_text(Utf8Bytes::from(text));
         }
     }
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

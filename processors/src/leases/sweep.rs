@@ -149,7 +149,7 @@ mod tests {
     use super::*;
     use eventlog::EmbeddedLog;
     use serde_json::json;
-    use store::model::Presence;
+    use store::Presence;
     use store::{EmbeddedStore, Write};
 
     const LEASE: Duration = Duration::from_secs(10);
