@@ -7,11 +7,13 @@ use anyhow::Context;
 use axum::routing::get;
 use axum::Router;
 use connector::{JwtSecret, Metrics};
-use eventlog::{Created, KafkaLog, Log};
+#[cfg(feature = "kafka")]
+use eventlog::{Created, KafkaLog};
+use eventlog::{KafkaConfig, Log};
 use processors::{ProcessorMetrics, RunnerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use topics::names::{manifest, ALL};
+use topics::names::manifest;
 
 use crate::cli::{
     ConnectorArgs, ProcessorArgs, SchemaAction, SchemaArgs, TopicsAction, TopicsArgs,
@@ -48,8 +50,7 @@ pub async fn connector(
     bail_on(problems)?;
     let kafka = kafka.map_err(anyhow::Error::msg)?;
     let secret = JwtSecret::new(args.socket.jwt_secret.clone().unwrap_or_default());
-    let log: Arc<dyn Log> =
-        Arc::new(KafkaLog::connect(kafka).context("cannot set up the Kafka client")?);
+    let log = kafka_log(kafka)?;
     let config = args.socket.connector_config(connector_id, secret);
     let metrics = Metrics::new(prometheus::Registry::new());
     connector::run(config, listener, log, metrics, shutdown)
@@ -73,8 +74,7 @@ pub async fn processor(
     }
     bail_on(problems)?;
     let kafka = kafka.map_err(anyhow::Error::msg)?;
-    let log: Arc<dyn Log> =
-        Arc::new(KafkaLog::connect(kafka).context("cannot set up the Kafka client")?);
+    let log = kafka_log(kafka)?;
     let store: Arc<dyn store::Store> = match args.scylla.config() {
         #[cfg(not(feature = "scylla"))]
         Some(_) => anyhow::bail!(
@@ -177,11 +177,17 @@ pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
         .kafka
         .config("fawkes-topics")
         .map_err(anyhow::Error::msg)?;
+    provision(kafka, args.action).await
+}
+
+/// `fawkes topics create|list` against the brokers of `kafka`.
+#[cfg(feature = "kafka")]
+async fn provision(kafka: KafkaConfig, action: TopicsAction) -> anyhow::Result<()> {
     let log = KafkaLog::connect(kafka).context("cannot set up the Kafka client")?;
-    match args.action {
+    match action {
         TopicsAction::Create => {
             for (name, created) in log
-                .create_topics(&ALL)
+                .create_topics(&topics::names::ALL)
                 .await
                 .context("cannot create topics")?
             {
@@ -202,4 +208,27 @@ pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
         TopicsAction::Manifest => {}
     }
     Ok(())
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn provision(_: KafkaConfig, _: TopicsAction) -> anyhow::Result<()> {
+    anyhow::bail!(NO_KAFKA)
+}
+
+/// Why a build without the `kafka` feature has no distributed mode.
+#[cfg(not(feature = "kafka"))]
+const NO_KAFKA: &str =
+    "this fawkes was built without Kafka support (rebuild with the default `kafka` feature)";
+
+/// The log of the distributed mode: Kafka, or in a build without it the reason there is none.
+fn kafka_log(config: KafkaConfig) -> anyhow::Result<Arc<dyn Log>> {
+    #[cfg(feature = "kafka")]
+    return Ok(Arc::new(
+        KafkaLog::connect(config).context("cannot set up the Kafka client")?,
+    ));
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = config;
+        anyhow::bail!(NO_KAFKA)
+    }
 }

@@ -17,19 +17,20 @@
 //! Layout:
 //! - `lib.rs`: [`Log`], [`Consumer`] and the values around them; their guarantees.
 //! - `embedded`: [`EmbeddedLog`], the in-process backend, durable in the data directory.
-//! - `kafka` (feature `kafka`): [`KafkaLog`], any Kafka-protocol broker through rdkafka.
+//! - `kafka/`: [`KafkaConfig`] (always: plain settings), and with feature `kafka` the
+//!   `KafkaLog`, any Kafka-protocol broker through rdkafka.
 //! - [`conformance`] (tests and feature `conformance`): the scenarios every backend passes.
 
 mod embedded;
-#[cfg(feature = "kafka")]
 mod kafka;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use embedded::EmbeddedLog;
+pub use kafka::KafkaConfig;
 #[cfg(feature = "kafka")]
-pub use kafka::{Created, KafkaConfig, KafkaLog};
+pub use kafka::{Created, KafkaLog};
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -10,7 +10,7 @@
 //!   shareable by several processes on one machine).
 //! - `scylla/`: the ScyllaDB backend (CQL schema in `infra/cql/`): `config` and `schema`
 //!   always (settings and `fawkes schema print` need no driver); `statements`, `plan` and
-//!   `driver` with feature `scylla`.
+//!   `driver` and `apply` with feature `scylla`.
 //! - [`conformance`] (tests, feature `conformance`): the behaviour every backend must show,
 //!   run against each of them.
 //!

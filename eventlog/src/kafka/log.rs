@@ -1,12 +1,4 @@
-//! The Kafka backend of the log (rdkafka, librdkafka 2.12 bundled).
-//!
-//! Fawkes picks partitions itself ([`partition_for`]) rather than leaving it to the
-//! producer's partitioner, so the embedded and Kafka backends agree on where a key lives and a
-//! connector knows which partition carries its deliveries.
-//!
-//! `fetch.wait.max.ms` is part of the configuration and low by default: some Kafka-protocol
-//! brokers (Tansu) answer a waiting fetch only when it runs out, so librdkafka's 500 ms
-//! default would add half a second to every round trip.
+//! The Kafka-backed [`Log`] and its consumers (feature `kafka`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -24,58 +16,24 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::KafkaConfig;
 use crate::{Consumer, Log, LogError, Pending, Record, StartAt, Subscription};
 use topics::names::{partition_for, TopicSpec};
 
-/// Connection settings for Kafka.
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    /// `bootstrap.servers`: comma-separated `host:port` list.
-    pub brokers: String,
-    /// `client.id` prefix, for the broker's logs.
-    pub client_id: String,
-    /// `fetch.wait.max.ms`: how long a fetch waits for data (milliseconds).
-    pub fetch_wait_max_ms: u32,
-    /// `session.timeout.ms` of group members (milliseconds).
-    pub session_timeout_ms: u32,
-    /// `linger.ms` of the producer (milliseconds).
-    pub linger_ms: u32,
-    /// `group.instance.id`: a stable identity for this group member (static membership), so a
-    /// restarted member can take over its predecessor's partitions without waiting for the
-    /// broker to expire the dead member (on brokers that support it).
-    pub group_instance_id: Option<String>,
-    /// How long an append may wait for the broker's acknowledgement.
-    pub produce_timeout: Duration,
-}
-
-impl KafkaConfig {
-    /// Defaults tuned for low latency, for `brokers`.
-    pub fn new(brokers: impl Into<String>) -> Self {
-        Self {
-            brokers: brokers.into(),
-            client_id: "fawkes".into(),
-            fetch_wait_max_ms: 5,
-            session_timeout_ms: 10_000,
-            linger_ms: 1,
-            group_instance_id: None,
-            produce_timeout: Duration::from_secs(10),
-        }
+/// The librdkafka settings every client of `config` shares.
+fn base(settings: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", &settings.client_id)
+        // Small records must leave at once (Nagle plus delayed ACKs adds tens of ms).
+        .set("socket.nagle.disable", "true")
+        .set("log_level", "3");
+    // librdkafka's own debug contexts (e.g. `cgrp,fetch,msg`), for diagnosing a cluster.
+    if let Ok(debug) = std::env::var("FAWKES_KAFKA_DEBUG") {
+        config.set("debug", debug).set("log_level", "7");
     }
-
-    fn base(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            .set("client.id", &self.client_id)
-            // Small records must leave at once (Nagle plus delayed ACKs adds tens of ms).
-            .set("socket.nagle.disable", "true")
-            .set("log_level", "3");
-        // librdkafka's own debug contexts (e.g. `cgrp,fetch,msg`), for diagnosing a cluster.
-        if let Ok(debug) = std::env::var("FAWKES_KAFKA_DEBUG") {
-            config.set("debug", debug).set("log_level", "7");
-        }
-        config
-    }
+    config
 }
 
 fn kafka(error: KafkaError) -> LogError {
@@ -109,8 +67,7 @@ pub enum Created {
 impl KafkaLog {
     /// Creates the producer (no broker round trip happens until the first call).
     pub fn connect(config: KafkaConfig) -> Result<Self, LogError> {
-        let producer: FutureProducer = config
-            .base()
+        let producer: FutureProducer = base(&config)
             .set("acks", "all")
             // Keeps the order of records per partition across retries.
             .set("enable.idempotence", "true")
@@ -134,7 +91,7 @@ impl KafkaLog {
         topics: &[TopicSpec],
     ) -> Result<Vec<(String, Created)>, LogError> {
         let admin: AdminClient<DefaultClientContext> =
-            self.config.base().create().map_err(kafka)?;
+            base(&self.config).create().map_err(kafka)?;
         let settings: Vec<Vec<(&str, String)>> = topics.iter().map(TopicSpec::settings).collect();
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
@@ -170,7 +127,7 @@ impl KafkaLog {
     async fn high_watermark(&self, topic: &'static str, partition: i32) -> Result<i64, LogError> {
         let config = self.config.clone();
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = config.base().create().map_err(kafka)?;
+            let consumer: BaseConsumer = base(&config).create().map_err(kafka)?;
             let (_, high) = consumer
                 .fetch_watermarks(topic, partition, Duration::from_secs(10))
                 .map_err(kafka)?;
@@ -184,7 +141,7 @@ impl KafkaLog {
     pub async fn list_topics(&self) -> Result<Vec<(String, usize)>, LogError> {
         let config = self.config.clone();
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = config.base().create().map_err(kafka)?;
+            let consumer: BaseConsumer = base(&config).create().map_err(kafka)?;
             let metadata = consumer
                 .fetch_metadata(None, Duration::from_secs(10))
                 .map_err(kafka)?;
@@ -256,7 +213,7 @@ impl Log for KafkaLog {
             topic: topic.name,
             revoked: revoked.clone(),
         };
-        let mut config = self.config.base();
+        let mut config = base(&self.config);
         config
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
