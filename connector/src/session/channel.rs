@@ -166,7 +166,6 @@ impl Session {
     }
 
     pub(super) fn event(&mut self, msg: Message, out: &mut Vec<Action>) {
-        let vsn = self.vsn;
         let Some(channel) = self.channels.get_mut(&msg.topic) else {
             out.push(self.unmatched(&msg));
             return;
@@ -174,53 +173,38 @@ impl Session {
         if channel.is_stale(msg.join_ref.as_deref()) {
             return;
         }
-        match &mut channel.state {
-            State::Joining { queued, .. } if queued.len() < MAX_QUEUED => queued.push(msg),
-            State::Joining { .. } => {
-                let join_ref = channel.join_ref.clone();
-                out.push(Action::Send(encode_reply(
-                    vsn,
-                    join_ref.as_deref(),
-                    msg.msg_ref.as_deref(),
-                    &msg.topic,
-                    ReplyStatus::Error,
-                    &Refusal::TooManyBeforeJoin.response(),
-                )));
+        let refusal = match &mut channel.state {
+            State::Joining { queued, .. } if queued.len() < MAX_QUEUED => {
+                queued.push(msg);
+                return;
             }
+            State::Joining { .. } => Refusal::TooManyBeforeJoin,
             State::Joined if !channel.bucket.take(self.rate_limit, self.now) => {
-                let join_ref = channel.join_ref.clone();
-                out.push(Action::Send(encode_reply(
-                    vsn,
-                    join_ref.as_deref(),
-                    msg.msg_ref.as_deref(),
-                    &msg.topic,
-                    ReplyStatus::Error,
-                    &Refusal::RateLimited.response(),
-                )));
+                Refusal::RateLimited
             }
             State::Joined => match msg.payload {
-                Payload::Json(payload) => out.push(Action::Command {
-                    topic: msg.topic,
-                    join_id: channel.join_id.clone(),
-                    msg_ref: msg.msg_ref,
-                    kind: CommandKind::Event {
-                        event: msg.event,
-                        payload,
-                    },
-                }),
-                Payload::Binary(_) => {
-                    let join_ref = channel.join_ref.clone();
-                    out.push(Action::Send(encode_reply(
-                        vsn,
-                        join_ref.as_deref(),
-                        msg.msg_ref.as_deref(),
-                        &msg.topic,
-                        ReplyStatus::Error,
-                        &Refusal::BinaryPayload.response(),
-                    )));
+                Payload::Json(payload) => {
+                    out.push(Action::Command {
+                        topic: msg.topic,
+                        join_id: channel.join_id.clone(),
+                        msg_ref: msg.msg_ref,
+                        kind: CommandKind::Event {
+                            event: msg.event,
+                            payload,
+                        },
+                    });
+                    return;
                 }
+                Payload::Binary(_) => Refusal::BinaryPayload,
             },
-        }
+        };
+        let join_ref = channel.join_ref.clone();
+        out.push(self.refuse(
+            join_ref.as_deref(),
+            msg.msg_ref.as_deref(),
+            &msg.topic,
+            refusal,
+        ));
     }
 
     /// Handles a reply and pushes that a processor sent to this socket. `presence_list` is

@@ -110,7 +110,7 @@ impl Session {
     }
 
     /// An `error` reply with the refusal's reason.
-    fn refuse(
+    pub(super) fn refuse(
         &self,
         join_ref: Option<&str>,
         msg_ref: Option<&str>,

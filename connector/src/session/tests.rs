@@ -410,21 +410,14 @@ fn more_than_the_limit_per_second_is_refused_and_not_forwarded() {
         start,
         &mut out,
     );
-    let delivery = Delivery {
-        socket: SocketRef {
-            connector_id: "c".into(),
-            socket_id: 1,
-            join_id: Some("1".into()),
-            msg_ref: Some("1".into()),
-        },
-        topic: "donations:lobby".into(),
-        reply: Some(ReplyBody {
-            status: ReplyStatus::Ok,
-            response: json!({}),
-        }),
-        pushes: vec![],
-    };
-    s.handle_delivery(delivery, None, &mut out);
+    let answer = delivery(
+        "donations:lobby",
+        "1",
+        Some("1"),
+        ReplyStatus::Ok,
+        json!({}),
+    );
+    s.handle_delivery(answer, None, &mut out);
     let push = |s: &mut Session, at: Instant| {
         let mut out = Vec::new();
         s.handle(

@@ -154,33 +154,56 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(10);
 
-    /// A log and a store in a fresh directory, with `connector` present on `topics`.
-    async fn with_presences(
-        connector: &str,
-        topics: &[&str],
-    ) -> (tempfile::TempDir, EmbeddedLog, EmbeddedStore) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = EmbeddedLog::open(dir.path().join("log")).expect("log");
-        let store = EmbeddedStore::open(dir.path()).expect("store");
-        let writes: Vec<Write> = topics
-            .iter()
-            .map(|topic| {
-                Write::Track(Presence {
-                    topic: (*topic).to_owned(),
-                    key: "u1".to_owned(),
-                    phx_ref: "r1".to_owned(),
-                    meta: json!({"phx_ref": "r1"}),
-                    connector_id: connector.to_owned(),
-                    socket_id: 1,
-                    join_id: "j1".to_owned(),
+    /// A log and a store in a fresh directory, with `connector` present on `topics`, and the
+    /// metrics a sweep counts its expiries in.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        log: EmbeddedLog,
+        store: EmbeddedStore,
+        metrics: ProcessorMetrics,
+    }
+
+    impl Fixture {
+        async fn new(connector: &str, topics: &[&str]) -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = EmbeddedLog::open(dir.path().join("log")).expect("log");
+            let store = EmbeddedStore::open(dir.path()).expect("store");
+            let writes: Vec<Write> = topics
+                .iter()
+                .map(|topic| {
+                    Write::Track(Presence {
+                        topic: (*topic).to_owned(),
+                        key: "u1".to_owned(),
+                        phx_ref: "r1".to_owned(),
+                        meta: json!({"phx_ref": "r1"}),
+                        connector_id: connector.to_owned(),
+                        socket_id: 1,
+                        join_id: "j1".to_owned(),
+                    })
                 })
-            })
-            .collect();
-        store
-            .apply("track", &writes, &json!({}))
-            .await
-            .expect("track");
-        (dir, log, store)
+                .collect();
+            store
+                .apply("track", &writes, &json!({}))
+                .await
+                .expect("track");
+            let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+            Self {
+                _dir: dir,
+                log,
+                store,
+                metrics,
+            }
+        }
+
+        /// A sweep by a processor owning `owned`.
+        fn sweep<'a>(&'a self, owned: &'a [u32]) -> Sweep<'a> {
+            Sweep {
+                log: &self.log,
+                store: &self.store,
+                owned,
+                metrics: &self.metrics,
+            }
+        }
     }
 
     /// The expiry commands appended so far, read from the start of the command topic.
@@ -214,15 +237,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_lapsed_connector_is_expired_once_per_topic_until_the_window_passes() {
-        let (_dir, log, store) = with_presences("c1", &["room:1", "room:2"]).await;
-        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+        let fixture = Fixture::new("c1", &["room:1", "room:2"]).await;
         let owned: Vec<u32> = (0..COMMANDS.partitions).collect();
-        let sweep = Sweep {
-            log: &log,
-            store: &store,
-            owned: &owned,
-            metrics: &metrics,
-        };
+        let sweep = fixture.sweep(&owned);
+        let metrics = &fixture.metrics;
         let t0 = Instant::now();
         let mut book = LeaseBook::new(LEASE, t0);
 
@@ -232,7 +250,11 @@ mod tests {
         let lapsed = t0 + LEASE * 2;
         sweep.run(&mut book, lapsed).await.expect("sweep");
         assert_eq!(metrics.expiries.get(), 2, "one expiry per topic");
-        let mut ids: Vec<String> = expiries(&log, 2).await.into_iter().map(|c| c.id).collect();
+        let mut ids: Vec<String> = expiries(&fixture.log, 2)
+            .await
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         ids.sort();
         assert_eq!(ids, ["expire:c1:unseen:room:1", "expire:c1:unseen:room:2"]);
 
@@ -247,16 +269,11 @@ mod tests {
 
     #[tokio::test]
     async fn only_owned_partitions_are_expired() {
-        let (_dir, log, store) = with_presences("c1", &["room:1"]).await;
-        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+        let fixture = Fixture::new("c1", &["room:1"]).await;
         let theirs = partition_for(b"room:1", COMMANDS.partitions);
         let owned: Vec<u32> = (0..COMMANDS.partitions).filter(|p| *p != theirs).collect();
-        let sweep = Sweep {
-            log: &log,
-            store: &store,
-            owned: &owned,
-            metrics: &metrics,
-        };
+        let sweep = fixture.sweep(&owned);
+        let metrics = &fixture.metrics;
         let t0 = Instant::now();
         let mut book = LeaseBook::new(LEASE, t0);
         sweep.run(&mut book, t0 + LEASE * 2).await.expect("sweep");
@@ -265,15 +282,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_live_connector_is_not_expired_and_a_crashed_one_is_under_its_epoch() {
-        let (_dir, log, store) = with_presences("c1", &["room:1"]).await;
-        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+        let fixture = Fixture::new("c1", &["room:1"]).await;
         let owned: Vec<u32> = (0..COMMANDS.partitions).collect();
-        let sweep = Sweep {
-            log: &log,
-            store: &store,
-            owned: &owned,
-            metrics: &metrics,
-        };
+        let sweep = fixture.sweep(&owned);
+        let metrics = &fixture.metrics;
         let t0 = Instant::now();
         let mut book = LeaseBook::new(LEASE, t0);
         let beat = Heartbeat {
@@ -286,7 +298,11 @@ mod tests {
         assert_eq!(metrics.expiries.get(), 0, "its own 30 s lease still runs");
         sweep.run(&mut book, t0 + LEASE * 4).await.expect("sweep");
         assert_eq!(metrics.expiries.get(), 1);
-        let ids: Vec<String> = expiries(&log, 1).await.into_iter().map(|c| c.id).collect();
+        let ids: Vec<String> = expiries(&fixture.log, 1)
+            .await
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         assert_eq!(ids, ["expire:c1:e1:room:1"]);
     }
 }
