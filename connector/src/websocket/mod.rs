@@ -35,6 +35,42 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Written frames are buffered up to this size until the batch is flushed.
 const WRITE_BUFFER: usize = 16 * 1024;
 
+/// Why a socket was refused before its upgrade: the handshake's catalog (docs/ERRORS.md,
+/// "Handshake"), the counterpart of the channels' [`topics::Refusal`]. The reason is the label
+/// of `fawkes_connections_refused_total` and the word in the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandshakeRefusal {
+    /// `vsn` is not `1.0.x` or `2.0.x`.
+    UnsupportedVsn,
+    /// The `authToken` sub-protocol is not valid base64.
+    MalformedAuthToken,
+    /// The token has a bad signature, is expired, malformed or lacks `sub`.
+    InvalidToken,
+}
+
+impl HandshakeRefusal {
+    /// Every handshake refusal, for the catalog check.
+    #[cfg(test)]
+    const ALL: [HandshakeRefusal; 3] = [
+        HandshakeRefusal::UnsupportedVsn,
+        HandshakeRefusal::MalformedAuthToken,
+        HandshakeRefusal::InvalidToken,
+    ];
+
+    fn reason(self) -> &'static str {
+        match self {
+            HandshakeRefusal::UnsupportedVsn => "unsupported vsn",
+            HandshakeRefusal::MalformedAuthToken => "malformed auth token",
+            HandshakeRefusal::InvalidToken => "invalid token",
+        }
+    }
+
+    /// The HTTP status of the refused upgrade (Phoenix answers 403 to a refused `connect`).
+    fn status(self) -> StatusCode {
+        StatusCode::FORBIDDEN
+    }
+}
+
 /// `GET /socket/websocket`: checks vsn and token, then upgrades.
 pub(crate) async fn handler(
     State(app): State<Arc<App>>,
@@ -44,16 +80,17 @@ pub(crate) async fn handler(
 ) -> Response {
     // Plug semantics: for a repeated key the last occurrence wins.
     let params: HashMap<String, String> = query.into_iter().collect();
-    let refuse = |reason: &'static str| {
+    let refuse = |refusal: HandshakeRefusal| {
+        let reason = refusal.reason();
         app.metrics
             .connections_refused
             .with_label_values(&[reason])
             .inc();
         tracing::info!(reason, "refused a socket");
-        StatusCode::FORBIDDEN.into_response()
+        refusal.status().into_response()
     };
     let Some(vsn) = Vsn::negotiate(params.get("vsn").map(String::as_str)) else {
-        return refuse("unsupported vsn");
+        return refuse(HandshakeRefusal::UnsupportedVsn);
     };
     let protocol_token = match headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -62,13 +99,13 @@ pub(crate) async fn handler(
         .transpose()
     {
         Ok(token) => token.flatten(),
-        Err(_) => return refuse("malformed auth token"),
+        Err(_) => return refuse(HandshakeRefusal::MalformedAuthToken),
     };
     let claims = match protocol_token.or_else(|| params.get("token").cloned()) {
         None => Claims::default(),
         Some(token) => match app.auth.verify(&token) {
             Ok(claims) => claims,
-            Err(_) => return refuse("invalid token"),
+            Err(_) => return refuse(HandshakeRefusal::InvalidToken),
         },
     };
     if app.shutdown.is_cancelled() {
@@ -88,4 +125,29 @@ pub(crate) async fn handler(
     upgrade.accept(config, move |socket| {
         tracked.track_future(task::run(app, socket, vsn, claims))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn errors_md_lists_exactly_the_handshake_refusals() {
+        // Rows of the handshake table: `| 403 | when | `reason` |`.
+        let documented: BTreeSet<(String, String)> = include_str!("../../../docs/ERRORS.md")
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let status = cells.get(1)?.parse::<u16>().ok()?;
+                let reason = cells.get(3)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((status.to_string(), reason.to_owned()))
+            })
+            .collect();
+        let code: BTreeSet<(String, String)> = HandshakeRefusal::ALL
+            .iter()
+            .map(|r| (r.status().as_u16().to_string(), r.reason().to_owned()))
+            .collect();
+        assert_eq!(documented, code);
+    }
 }
