@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use topics::{names::partition_for, Claims, Delivery};
 
+use crate::close::Close;
 use crate::serializer::{Text, Vsn};
 
 const SHARDS: u32 = 32;
@@ -23,8 +24,8 @@ pub(crate) enum Outbound {
     Broadcast(Arc<str>, Text),
     /// A reply and pushes from a processor, for the session state machine.
     Delivery(Delivery),
-    /// Close the socket with this code (forced disconnect).
-    Close(u16, &'static str),
+    /// Close the socket (forced disconnect).
+    Close(Close),
 }
 
 /// The way to reach one session task.

@@ -13,7 +13,7 @@ use topics::{Broadcast, Delivery};
 use topics::presence::{PresenceDiff, DIFF_EVENT, STATE_EVENT};
 use topics::routes::disconnected_user;
 
-use crate::close;
+use crate::close::Close;
 use crate::fanout;
 use crate::metrics::Metrics;
 use crate::presence::Replicas;
@@ -73,7 +73,7 @@ pub(crate) struct Targets {
 pub(crate) fn route(broadcast: &Broadcast, targets: &Targets) {
     if let Some(user_id) = disconnected_user(&broadcast.topic, &broadcast.event) {
         for handle in targets.sessions.of_user(user_id) {
-            handle.offer(Outbound::Close(close::GOING_AWAY, "disconnected"));
+            handle.offer(Outbound::Close(Close::Disconnected));
         }
         return;
     }

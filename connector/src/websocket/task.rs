@@ -18,7 +18,7 @@ use topics::{Claims, Command, CommandKind, SocketRef};
 use super::duplex::Duplex;
 use super::upgrade::Socket;
 use crate::app::App;
-use crate::close;
+use crate::close::Close;
 use crate::registry::{Outbound, SessionHandle};
 use crate::serializer::{decode_binary, decode_text, encode_push, Frame, Text, Vsn};
 use crate::session::{Action, Session};
@@ -54,10 +54,10 @@ pub(super) async fn run(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims)
     task.session.close(&mut actions);
     // The socket is going away: only subscriptions and leave commands matter now.
     let _ = task.execute(actions).await;
-    if let Some((code, reason)) = close {
+    if let Some(close) = close {
         let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: Utf8Bytes::from_static(reason),
+            code: CloseCode::from(close.code()),
+            reason: Utf8Bytes::from_static(close.reason()),
         };
         task.duplex.queue_close(frame);
     }
@@ -86,29 +86,30 @@ struct SessionTask {
 
 impl SessionTask {
     /// Runs until the socket ends; returns the close frame to send, if any.
-    async fn run(&mut self, rx: &mut mpsc::Receiver<Outbound>) -> Option<(u16, &'static str)> {
+    async fn run(&mut self, rx: &mut mpsc::Receiver<Outbound>) -> Option<Close> {
         let idle = self.app.config.idle_timeout;
         let mut deadline = Instant::now() + idle;
         loop {
             tokio::select! {
                 () = self.app.shutdown.cancelled() => {
                     self.shutdown_notice();
-                    return Some((close::RESTART, "server restarting"));
+                    return Some(Close::ShuttingDown);
                 }
                 () = self.handle.overflow.cancelled() => {
                     self.app.metrics.slow_consumers.inc();
-                    return Some((close::TRY_AGAIN_LATER, "too slow to keep up"));
+                    return Some(Close::TooSlow);
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    return Some((close::GOING_AWAY, "idle timeout"));
+                    return Some(Close::Idle);
                 }
                 incoming = std::future::poll_fn(|cx| self.duplex.poll_next(cx)) => {
                     deadline = Instant::now() + idle;
                     match incoming {
                         None | Some(Ok(WsMessage::Close(_))) => return None,
                         Some(Err(tungstenite::Error::Capacity(_))) => {
-                            self.app.metrics.frames_rejected.with_label_values(&["frame too large"]).inc();
-                            return Some((close::TOO_BIG, "frame too large"));
+                            let close = Close::FrameTooLarge;
+                            self.app.metrics.frames_rejected.with_label_values(&[close.reason()]).inc();
+                            return Some(close);
                         }
                         Some(Err(_)) => return None,
                         Some(Ok(message)) => self.incoming(message).await,
@@ -124,7 +125,7 @@ impl SessionTask {
     }
 
     /// Handles one queued item; returns a close frame when the item asks to close.
-    async fn outbound(&mut self, out: Outbound) -> Option<(u16, &'static str)> {
+    async fn outbound(&mut self, out: Outbound) -> Option<Close> {
         match out {
             Outbound::Broadcast(topic, frame) => {
                 let mut actions = Vec::new();
@@ -142,7 +143,7 @@ impl SessionTask {
                     .handle_delivery(delivery, list.as_deref(), &mut actions);
                 self.execute(actions).await;
             }
-            Outbound::Close(code, reason) => return Some((code, reason)),
+            Outbound::Close(close) => return Some(close),
         }
         None
     }
