@@ -20,6 +20,7 @@ pub fn demo_campaigns(now: &str) -> Vec<Campaign> {
             milestones_reached: Vec::new(),
             created_at: now.to_owned(),
             version: 0,
+            applied: Default::default(),
         };
     vec![
         campaign(

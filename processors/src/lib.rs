@@ -12,11 +12,14 @@
 //! - `money`: exact decimal amounts: parsing, validation, formatting.
 //! - `leases/`: expiring the presences of connectors that stopped heart-beating: the pure
 //!   lease book (`book`) and the sweep that reads heartbeats and appends expiries (`sweep`).
-//! - `runner`: the IO shell: consume, load, decide, persist, emit, commit.
+//! - `group`: group commit, a partition's worker: the queued commands decided in order and
+//!   stored with one write per campaign, their outcomes emitted in one round.
+//! - `runner`: the IO shell: consume, hand each partition's commands to its worker, commit.
 //! - `metrics`: [`ProcessorMetrics`], the Prometheus metrics of the runner.
 
 mod channels;
 mod decision;
+mod group;
 mod leases;
 mod metrics;
 mod money;

@@ -1,4 +1,5 @@
-//! The IO shell around [`decide`](crate::decide): consume, load, decide, persist, emit, commit.
+//! The IO shell around [`decide`](crate::decide): consume, hand each partition's commands to
+//! its worker (which decides, persists and emits them in groups, see `group`), commit.
 //!
 //! The consumption algorithm (one for every log backend):
 //! - One ordered worker per partition, fed by a bounded queue; when a queue is full the
@@ -6,34 +7,31 @@
 //!   stays bounded. (Pausing only the full partition is a planned refinement: librdkafka's
 //!   pause/resume lost records under load in our tests.)
 //! - A command's offset is committed only after its effects are stored and its outcome is on
-//!   the log, so a crash at any point leads to the command being processed again;
-//!   [`Store::apply`]'s idempotency turns that into a re-emit of the stored outcome, and
-//!   broadcast ids let connectors drop the repeat.
+//!   the log, so a crash at any point leads to the command being processed again; the
+//!   store's idempotency (outcomes by command id, campaign fences by position) turns that
+//!   into a re-emit of the stored outcome, and broadcast ids let connectors drop the repeat.
 //! - Transient failures (store or log unavailable, a campaign changed by another writer) are
 //!   retried with capped exponential backoff, never skipped.
 //! - A poison command (undecodable, or failing permanently) goes to the dead-letter topic with
 //!   a counter, and consumption moves on.
 //! - Partitions revoked by a rebalance stop at once: queued commands are dropped uncommitted
 //!   (the new owner processes them) and nothing more is committed for them. Campaign writes
-//!   are compare-and-set, so a command still in flight here cannot lose the new owner's
-//!   update.
+//!   are compare-and-set and fenced by position, so a command still in flight here can
+//!   neither lose the new owner's update nor be counted twice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use eventlog::{Consumer, Log, LogError, Pending, Record, Subscription};
-use store::{Applied, Store, StoreError};
+use eventlog::{Consumer, Log, LogError, Record, Subscription};
+use store::{Store, StoreError};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use topics::names::{BROADCASTS, COMMANDS, DEAD_LETTERS, DELIVERIES, EVENTS};
-use topics::{Command, RecordError};
+use topics::names::COMMANDS;
 
-use crate::decision::{Outcome, View};
+use crate::group::{spawn_worker, Shared, Worker};
+use crate::leases;
 use crate::metrics::ProcessorMetrics;
-use crate::{decide, leases, needs};
 
 /// Processor runner settings.
 #[derive(Debug, Clone)]
@@ -78,48 +76,6 @@ pub enum RunnerError {
     Store(#[from] StoreError),
 }
 
-/// Why one attempt at a command failed.
-#[derive(Debug, thiserror::Error)]
-enum AttemptError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Record(#[from] RecordError),
-    #[error("a domain event could not be encoded: {0}")]
-    Event(#[from] topics::avro::AvroError),
-    #[error("the stored outcome of command {0} could not be read back")]
-    BadOutcome(String),
-}
-
-impl AttemptError {
-    fn is_retryable(&self) -> bool {
-        match self {
-            AttemptError::Log(LogError::Closed) => false,
-            AttemptError::Log(_) => true,
-            AttemptError::Store(e) => e.is_retryable(),
-            AttemptError::Record(_) | AttemptError::Event(_) | AttemptError::BadOutcome(_) => false,
-        }
-    }
-}
-
-/// What the workers share.
-#[derive(Debug)]
-struct Shared {
-    config: RunnerConfig,
-    log: Arc<dyn Log>,
-    store: Arc<dyn Store>,
-    metrics: ProcessorMetrics,
-    shutdown: CancellationToken,
-}
-
-#[derive(Debug)]
-struct Worker {
-    queue: mpsc::Sender<Record>,
-    task: JoinHandle<()>,
-}
-
 /// Consumes commands until `shutdown` fires.
 pub async fn run(
     config: RunnerConfig,
@@ -148,11 +104,13 @@ pub async fn run(
         sweeper_stop.clone(),
     ));
     let shared = Arc::new(Shared {
-        config,
         log,
         store,
         metrics,
         shutdown: shutdown.clone(),
+        retry_initial: config.retry_initial,
+        retry_max: config.retry_max,
+        partition_queue: config.partition_queue,
     });
     // Bounded: at most one completion per queued command is ever outstanding.
     let (done_tx, mut done_rx) = mpsc::channel::<Record>(1024);
@@ -224,205 +182,17 @@ async fn commit(consumer: &mut dyn Consumer, workers: &HashMap<u32, Worker>, rec
     }
 }
 
-/// Most commands of one partition whose outputs may be awaiting acknowledgement at once.
-const MAX_IN_FLIGHT: usize = 64;
-
-/// Spawns the worker of one partition: it decides and stores commands one at a time, in
-/// order, and puts their outputs on the log without waiting; a second loop in the same task
-/// waits for the acknowledgements, in order, and only then reports the command done (to be
-/// committed). So the next command is decided while the previous outputs travel.
-fn spawn_worker(shared: Arc<Shared>, done: mpsc::Sender<Record>) -> Worker {
-    let (queue, mut rx) = mpsc::channel::<Record>(shared.config.partition_queue);
-    let (acks_tx, mut acks_rx) = mpsc::channel::<(Record, Pending)>(MAX_IN_FLIGHT);
-    let acker_shared = shared.clone();
-    let decide_loop = async move {
-        while let Some(record) = rx.recv().await {
-            let Some(pending) = process_with_retry(&shared, &record).await else {
-                return; // shutting down mid-retry: leave it uncommitted
-            };
-            if acks_tx.send((record, pending)).await.is_err() {
-                return;
-            }
-        }
-    };
-    let ack_loop = async move {
-        while let Some((record, pending)) = acks_rx.recv().await {
-            let mut pending = pending;
-            // Outputs not acknowledged: redo the command, which re-sends its stored outcome.
-            while let Err(error) = pending.await {
-                tracing::warn!(%error, offset = record.offset, "outputs not acknowledged; sending them again");
-                match process_with_retry(&acker_shared, &record).await {
-                    Some(again) => pending = again,
-                    None => return,
-                }
-            }
-            if done.send(record).await.is_err() {
-                return;
-            }
-        }
-    };
-    // One task for both loops, so aborting it (on revoke) stops both.
-    let task = tokio::spawn(async move {
-        tokio::join!(decide_loop, ack_loop);
-    });
-    Worker { queue, task }
-}
-
-/// Processes one record, retrying transient failures; its outputs are on their way when this
-/// returns. `None` when interrupted by shutdown.
-async fn process_with_retry(shared: &Shared, record: &Record) -> Option<Pending> {
-    let started = Instant::now();
-    let command = match Command::decode(&record.value) {
-        Ok(command) => command,
-        Err(error) => return dead_letter(shared, record, &error.to_string()).await,
-    };
-    let mut delay = shared.config.retry_initial;
-    loop {
-        match process(&*shared.log, &*shared.store, &command).await {
-            Ok((result, pending)) => {
-                shared.metrics.commands.with_label_values(&[result]).inc();
-                shared
-                    .metrics
-                    .latency
-                    .observe(started.elapsed().as_secs_f64());
-                return Some(pending);
-            }
-            Err(error) if error.is_retryable() => {
-                shared.metrics.retries.inc();
-                tracing::warn!(command = %command.id, %error, ?delay, "retrying command");
-                tokio::select! {
-                    () = shared.shutdown.cancelled() => return None,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(shared.config.retry_max);
-            }
-            Err(error) => return dead_letter(shared, record, &error.to_string()).await,
-        }
-    }
-}
-
-/// Sends a poison command to the dead-letter topic, retrying until the log takes it.
-async fn dead_letter(shared: &Shared, record: &Record, reason: &str) -> Option<Pending> {
-    tracing::error!(
-        partition = record.partition,
-        offset = record.offset,
-        reason,
-        "sending a command to the dead-letter topic"
-    );
-    shared.metrics.dead_letters.inc();
-    shared
-        .metrics
-        .commands
-        .with_label_values(&["dead_letter"])
-        .inc();
-    let mut delay = shared.config.retry_initial;
-    while let Err(error) = shared
-        .log
-        .append(DEAD_LETTERS, &record.key, record.value.clone())
-        .await
-    {
-        tracing::warn!(%error, "dead-letter topic unavailable; retrying");
-        tokio::select! {
-            () = shared.shutdown.cancelled() => return None,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(shared.config.retry_max);
-    }
-    Some(Box::pin(std::future::ready(Ok(()))))
-}
-
-/// Decides and applies one command; returns how it ended, as the metric label.
-async fn process(
-    log: &dyn Log,
-    store: &dyn Store,
-    command: &Command,
-) -> Result<(&'static str, Pending), AttemptError> {
-    // Any command may have written (joins and leaves track presence), so a processed one is
-    // answered from its stored outcome.
-    if let Some(stored) = store.outcome(&command.id).await? {
-        return Ok(("replayed", emit(log, &parse_outcome(&command.id, stored)?)?));
-    }
-    let view = load_view(store, command).await?;
-    let decision = decide(command, &view);
-    let outcome = decision.outcome(command);
-    if decision.writes.is_empty() {
-        return Ok(("read_only", emit(log, &outcome)?));
-    }
-    let body =
-        serde_json::to_value(&outcome).map_err(|_| AttemptError::BadOutcome(command.id.clone()))?;
-    if let Applied::Duplicate(stored) = store.apply(&command.id, &decision.writes, &body).await? {
-        return Ok(("replayed", emit(log, &parse_outcome(&command.id, stored)?)?));
-    }
-    Ok(("applied", emit(log, &outcome)?))
-}
-
-fn parse_outcome(id: &str, stored: serde_json::Value) -> Result<Outcome, AttemptError> {
-    serde_json::from_value(stored).map_err(|_| AttemptError::BadOutcome(id.to_owned()))
-}
-
-async fn load_view(store: &dyn Store, command: &Command) -> Result<View, AttemptError> {
-    let needs = needs(command);
-    let campaign = match &needs.campaign {
-        Some(id) => store.campaign(id).await?,
-        None => None,
-    };
-    let new_campaign_id = if needs.new_campaign_id {
-        Some(free_campaign_id(store).await?)
-    } else {
-        None
-    };
-    let presences = match &needs.presence {
-        Some(filter) => store.presences(&command.topic, filter).await?,
-        None => Vec::new(),
-    };
-    Ok(View {
-        campaign,
-        new_campaign_id,
-        presences,
-        now: topics::timestamp::now(),
-    })
-}
-
-/// A campaign id from the sequence that no campaign uses (seeded campaigns have fixed ids).
-async fn free_campaign_id(store: &dyn Store) -> Result<String, AttemptError> {
-    loop {
-        let id = store.next_id("campaign").await?.to_string();
-        if store.campaign(&id).await?.is_none() {
-            return Ok(id);
-        }
-    }
-}
-
-/// Puts the outcome on its way: the delivery, then broadcasts, then domain events.
-fn emit(log: &dyn Log, outcome: &Outcome) -> Result<Pending, AttemptError> {
-    let mut records =
-        Vec::with_capacity(1 + outcome.broadcasts.len() + outcome.domain_events.len());
-    if let Some(delivery) = &outcome.delivery {
-        let key = Bytes::copy_from_slice(delivery.socket.connector_id.as_bytes());
-        records.push((DELIVERIES, key, delivery.encode()?));
-    }
-    for broadcast in &outcome.broadcasts {
-        let key = Bytes::copy_from_slice(broadcast.topic.as_bytes());
-        records.push((BROADCASTS, key, broadcast.encode()?));
-    }
-    for event in &outcome.domain_events {
-        let key = Bytes::copy_from_slice(event.campaign_id().as_bytes());
-        records.push((EVENTS, key, event.encode()?));
-    }
-    Ok(log.send_all(records)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::channels::test_support::{claims, event};
-    use eventlog::EmbeddedLog;
-    use eventlog::StartAt;
+    use bytes::Bytes;
+    use eventlog::{EmbeddedLog, StartAt};
     use serde_json::json;
     use store::conformance::sample_campaign;
     use store::{EmbeddedStore, Write};
-    use topics::names::TopicSpec;
-    use topics::{Broadcast, Delivery};
+    use topics::names::{TopicSpec, DEAD_LETTERS, DELIVERIES};
+    use topics::Delivery;
 
     async fn next<T>(consumer: &mut Box<dyn Consumer>, decode: fn(&[u8]) -> Option<T>) -> T {
         let record = tokio::time::timeout(Duration::from_secs(5), consumer.next())
@@ -455,42 +225,6 @@ mod tests {
         log.subscribe(topic, Subscription::Partitions { partitions, start })
             .await
             .expect("subscribe")
-    }
-
-    #[tokio::test]
-    async fn a_command_processed_twice_is_counted_once_and_answered_alike() {
-        let (_dir, log, store) = seeded().await;
-        let mut deliveries = from_start(&*log, DELIVERIES).await;
-        let mut broadcasts = from_start(&*log, BROADCASTS).await;
-
-        let cmd = event(
-            "donations:campaign:1",
-            claims(Some("4"), &[]),
-            "new_donation",
-            json!({"amount": "10", "donor_name": "Sam"}),
-        );
-        process(&*log, &store, &cmd)
-            .await
-            .expect("first")
-            .1
-            .await
-            .expect("sent");
-        process(&*log, &store, &cmd)
-            .await
-            .expect("second")
-            .1
-            .await
-            .expect("sent");
-
-        let campaign = store.campaign("1").await.expect("read").expect("exists");
-        assert_eq!(campaign.total, rust_decimal::Decimal::new(1000, 2));
-        assert_eq!(campaign.donation_count, 1);
-        let first: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
-        let second: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
-        assert_eq!(first, second);
-        let b1: Broadcast = next(&mut broadcasts, |b| Broadcast::decode(b).ok()).await;
-        let b2: Broadcast = next(&mut broadcasts, |b| Broadcast::decode(b).ok()).await;
-        assert_eq!(b1.id, b2.id, "a re-emitted broadcast keeps its id");
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ pub fn sample_campaign(id: &str) -> Campaign {
         milestones_reached: vec![],
         created_at: "2026-01-01T00:00:00Z".into(),
         version: 0,
+        applied: Default::default(),
     }
 }
 
@@ -47,6 +48,7 @@ pub async fn run_all<S: Store>(store: &S) {
     stale_campaign_writes_conflict(store, &run).await;
     concurrent_writers_on_different_campaigns(store, &run).await;
     presences_track_filter_and_untrack(store, &run).await;
+    two_owners_apply_every_command_once(store, store).await;
 }
 
 fn unique_prefix() -> String {
@@ -147,11 +149,154 @@ pub async fn apply_is_idempotent<S: Store>(store: &S, run: &str) {
     );
 }
 
-/// Sequence values are distinct and increasing.
+/// Claimed ids are distinct and increasing, and a claimant always gets the id it claimed.
 pub async fn sequences_are_unique<S: Store>(store: &S) {
-    let a = store.next_id("conformance").await.expect("id");
-    let b = store.next_id("conformance").await.expect("id");
+    let run = unique_prefix();
+    let a = store
+        .claim_id("conformance", &format!("{run}-a"))
+        .await
+        .expect("id");
+    let b = store
+        .claim_id("conformance", &format!("{run}-b"))
+        .await
+        .expect("id");
     assert!(b > a, "{b} should follow {a}");
+    let again = store
+        .claim_id("conformance", &format!("{run}-a"))
+        .await
+        .expect("id");
+    assert_eq!(again, a, "the same claimant, the same id");
+}
+
+/// One attempt of one processor at the group `commands[next..end]` (donations of `cents`
+/// each to `campaign_id`, read at offsets 0.. of partition 0), as the runner does it: skip
+/// what is applied (by outcome, or by the campaign's fence after settling), decide the rest
+/// in order on folded state, store them together.
+pub async fn owner_step<S: Store>(
+    store: &S,
+    campaign_id: &str,
+    commands: &[(String, i64)],
+    next: usize,
+    end: usize,
+) -> Result<(), crate::StoreError> {
+    let mut campaign = store
+        .campaign(campaign_id)
+        .await?
+        .expect("the campaign exists");
+    let base = campaign.clone();
+    let mut decided: Vec<(usize, Vec<Write>, serde_json::Value)> = Vec::new();
+    for (offset, (command_id, cents)) in commands.iter().enumerate().take(end).skip(next) {
+        let position = crate::Position {
+            partition: 0,
+            offset: offset as u64,
+        };
+        if store.outcome(command_id).await?.is_some() {
+            continue;
+        }
+        if base.has_applied(position) {
+            store.settle(campaign_id, 0).await?;
+            assert!(
+                store.outcome(command_id).await?.is_some(),
+                "a fenced command has its outcome after settling"
+            );
+            continue;
+        }
+        campaign.total += Decimal::new(*cents, 2);
+        campaign.donation_count += 1;
+        let writes = vec![
+            Write::PutCampaign(campaign.clone()),
+            Write::InsertDonation(donation(&format!("{command_id}-d"), campaign_id, *cents)),
+        ];
+        let outcome = json!({"total": campaign.total.to_string()});
+        decided.push((offset, writes, outcome));
+    }
+    let batch: Vec<crate::Decided<'_>> = decided
+        .iter()
+        .map(|(offset, writes, outcome)| crate::Decided {
+            command_id: &commands[*offset].0,
+            position: Some(crate::Position {
+                partition: 0,
+                offset: *offset as u64,
+            }),
+            writes,
+            outcome,
+        })
+        .collect();
+    if !batch.is_empty() {
+        store.apply_batch(&batch).await?;
+    }
+    Ok(())
+}
+
+/// One processor's loop over `commands` in groups of `group`: each group attempted until it
+/// goes through, read and decided again after a conflict.
+pub async fn owner<S: Store>(
+    store: &S,
+    campaign_id: &str,
+    commands: &[(String, i64)],
+    group: usize,
+) {
+    let mut next = 0;
+    while next < commands.len() {
+        let end = (next + group).min(commands.len());
+        match owner_step(store, campaign_id, commands, next, end).await {
+            Ok(()) => next = end,
+            Err(error) if error.is_retryable() => tokio::task::yield_now().await,
+            Err(error) => panic!("apply failed: {error}"),
+        }
+    }
+}
+
+/// Checks that `campaign_id` counted each of `commands` exactly once.
+pub async fn assert_counted_once<S: Store>(
+    store: &S,
+    campaign_id: &str,
+    commands: &[(String, i64)],
+) {
+    let stored = store
+        .campaign(campaign_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    let expected: i64 = commands.iter().map(|(_, cents)| cents).sum();
+    assert_eq!(stored.total, Decimal::new(expected, 2), "{campaign_id}");
+    assert_eq!(stored.donation_count, commands.len() as u64);
+    assert_eq!(stored.applied.get(&0), Some(&(commands.len() as u64 - 1)));
+    let donations = store.donations(campaign_id, 1000).await.expect("donations");
+    assert_eq!(donations.len(), commands.len(), "each donation stored once");
+    for (command_id, _) in commands {
+        assert!(store.outcome(command_id).await.expect("outcome").is_some());
+    }
+}
+
+/// A campaign for the owner scenarios and the commands that donate to it.
+pub async fn owner_scenario<S: Store>(store: &S, id: &str, count: i64) -> Vec<(String, i64)> {
+    store
+        .apply(
+            &format!("{id}-create"),
+            &[Write::PutCampaign(sample_campaign(id))],
+            &json!({}),
+        )
+        .await
+        .expect("create");
+    (0..count)
+        .map(|n| (format!("{id}-cmd{n}"), 100 + n))
+        .collect()
+}
+
+/// Two processors that both believe they own a partition run the same commands at once, one
+/// by one and in groups: every donation is counted exactly once.
+pub async fn two_owners_apply_every_command_once<S: Store>(first: &S, second: &S) {
+    let run = unique_prefix();
+    for (a_group, b_group) in [(1, 1), (3, 1), (4, 7)] {
+        let id = format!("{run}-owners-{a_group}-{b_group}");
+        let commands = owner_scenario(first, &id, 40).await;
+        tokio::join!(
+            owner(first, &id, &commands, a_group),
+            owner(second, &id, &commands, b_group),
+        );
+        assert_counted_once(first, &id, &commands).await;
+    }
 }
 
 /// Writers on different campaigns at the same time do not lose each other's updates, and

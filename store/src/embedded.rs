@@ -13,7 +13,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
-use crate::{Applied, Campaign, Donation, Presence, PresenceFilter, Store, StoreError, Write};
+use crate::{
+    plan_batch, Applied, Campaign, Decided, Donation, Presence, PresenceFilter, Store, StoreError,
+    Write,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS campaigns (
@@ -35,6 +38,12 @@ CREATE TABLE IF NOT EXISTS processed_commands (
 CREATE TABLE IF NOT EXISTS sequences (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    sequence TEXT NOT NULL,
+    claimant TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (sequence, claimant)
 );
 CREATE TABLE IF NOT EXISTS presences (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -250,10 +259,30 @@ impl Store for EmbeddedStore {
         Ok(())
     }
 
-    async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
+    async fn settle(&self, _campaign_id: &str, _partition: u32) -> Result<(), StoreError> {
+        // A group is one transaction here: nothing is ever left half-done.
+        Ok(())
+    }
+
+    async fn claim_id(&self, sequence: &str, claimant: &str) -> Result<u64, StoreError> {
         let sequence = sequence.to_owned();
+        let claimant = claimant.to_owned();
         self.with_conn(move |conn| {
-            let value: i64 = conn
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let held: Option<i64> = tx
+                .query_row(
+                    "SELECT value FROM claims WHERE sequence = ?1 AND claimant = ?2",
+                    params![sequence, claimant],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            if let Some(value) = held {
+                return Ok(value.unsigned_abs());
+            }
+            let value: i64 = tx
                 .query_row(
                     "INSERT INTO sequences (name, value) VALUES (?1, 1)
                      ON CONFLICT (name) DO UPDATE SET value = value + 1
@@ -262,120 +291,153 @@ impl Store for EmbeddedStore {
                     |row| row.get(0),
                 )
                 .map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO claims (sequence, claimant, value) VALUES (?1, ?2, ?3)",
+                params![sequence, claimant, value],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
             Ok(value.unsigned_abs())
         })
         .await
     }
 
-    async fn apply(
-        &self,
-        command_id: &str,
-        writes: &[Write],
-        outcome: &Value,
-    ) -> Result<Applied, StoreError> {
-        let command_id = command_id.to_owned();
-        let writes = writes.to_vec();
-        let outcome_text = outcome.to_string();
+    async fn apply_batch(&self, batch: &[Decided<'_>]) -> Result<Vec<Applied>, StoreError> {
+        let plan = plan_batch(batch)?;
+        let commands: Vec<(String, Vec<Write>, String)> = batch
+            .iter()
+            .map(|d| {
+                (
+                    d.command_id.to_owned(),
+                    d.writes.to_vec(),
+                    d.outcome.to_string(),
+                )
+            })
+            .collect();
         self.with_conn(move |conn| {
-            // IMMEDIATE takes the write lock up front, so the duplicate check and the writes
-            // cannot interleave with another process doing the same.
+            // IMMEDIATE takes the write lock up front, so the duplicate checks and the writes
+            // cannot interleave with another process (or a second owner) doing the same.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
-            if let Some(previous) = read_json(&tx, OUTCOME_SQL, &command_id)? {
-                return Ok(Applied::Duplicate(previous));
-            }
-            for write in &writes {
-                match write {
-                    Write::PutCampaign(campaign) => {
-                        let body = serde_json::to_string(campaign).map_err(corrupt)?;
-                        let changed = if campaign.version == 0 {
-                            tx.execute(
-                                "INSERT INTO campaigns (id, version, body) VALUES (?1, 1, ?2)
-                                 ON CONFLICT (id) DO NOTHING",
-                                params![campaign.id, body],
-                            )
-                        } else {
-                            tx.execute(
-                                "UPDATE campaigns SET body = ?2, version = version + 1
-                                 WHERE id = ?1 AND version = ?3",
-                                params![campaign.id, body, campaign.version as i64],
-                            )
-                        }
-                        .map_err(unavailable)?;
-                        if changed == 0 {
-                            // Dropping the transaction rolls back the writes before this one.
-                            return Err(StoreError::Conflict(campaign.id.clone()));
-                        }
+            for (command_id, _, _) in &commands {
+                if let Some(previous) = read_json(&tx, OUTCOME_SQL, command_id)? {
+                    if commands.len() == 1 {
+                        return Ok(vec![Applied::Duplicate(previous)]);
                     }
-                    Write::InsertDonation(donation) => {
-                        let body = serde_json::to_string(donation).map_err(corrupt)?;
-                        tx.execute(
-                            "INSERT INTO donations (id, campaign_id, seq, body)
-                             VALUES (?1, ?2,
-                               (SELECT COALESCE(MAX(seq), 0) + 1 FROM donations WHERE campaign_id = ?2),
-                               ?3)
-                             ON CONFLICT (id) DO NOTHING",
-                            params![donation.id, donation.campaign_id, body],
-                        )
-                        .map_err(unavailable)?;
-                    }
-                    Write::Track(presence) => {
-                        let body = serde_json::to_string(presence).map_err(corrupt)?;
-                        tx.execute(
-                            "INSERT INTO presences (topic, connector_id, socket_id, phx_ref, body)
-                             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                            params![
-                                presence.topic,
-                                presence.connector_id,
-                                presence.socket_id as i64,
-                                presence.phx_ref,
-                                body
-                            ],
-                        )
-                        .map_err(unavailable)?;
-                        tx.execute(
-                            "INSERT INTO presence_topics (connector_id, topic) VALUES (?1, ?2)
-                             ON CONFLICT DO NOTHING",
-                            params![presence.connector_id, presence.topic],
-                        )
-                        .map_err(unavailable)?;
-                    }
-                    Write::Untrack(presence) => {
-                        tx.execute(
-                            "DELETE FROM presences WHERE topic = ?1 AND connector_id = ?2
-                             AND socket_id = ?3 AND phx_ref = ?4",
-                            params![
-                                presence.topic,
-                                presence.connector_id,
-                                presence.socket_id as i64,
-                                presence.phx_ref
-                            ],
-                        )
-                        .map_err(unavailable)?;
-                    }
-                    Write::ForgetPresenceTopic {
-                        connector_id,
-                        topic,
-                    } => {
-                        tx.execute(
-                            "DELETE FROM presence_topics WHERE connector_id = ?1 AND topic = ?2",
-                            params![connector_id, topic],
-                        )
-                        .map_err(unavailable)?;
-                    }
+                    // The group's later decisions did not see this one: decide them again.
+                    return Err(StoreError::Conflict(format!(
+                        "command {command_id} was applied by another writer"
+                    )));
                 }
             }
-            tx.execute(
-                "INSERT INTO processed_commands (command_id, outcome) VALUES (?1, ?2)",
-                params![command_id, outcome_text],
-            )
-            .map_err(unavailable)?;
+            for write in &plan.campaigns {
+                put_campaign(&tx, &write.campaign)?;
+            }
+            for (command_id, writes, outcome) in &commands {
+                for write in writes {
+                    apply_write(&tx, write)?;
+                }
+                tx.execute(
+                    "INSERT INTO processed_commands (command_id, outcome) VALUES (?1, ?2)",
+                    params![command_id, outcome],
+                )
+                .map_err(unavailable)?;
+            }
             tx.commit().map_err(unavailable)?;
-            Ok(Applied::Stored)
+            Ok(vec![Applied::Stored; commands.len()])
         })
         .await
     }
+}
+
+/// A campaign's compare-and-set: created at version 1 if new (version 0), else replaced if
+/// its stored version is still the one it was based on. Dropping the transaction after a
+/// conflict rolls back everything before it.
+fn put_campaign(tx: &rusqlite::Transaction<'_>, campaign: &Campaign) -> Result<(), StoreError> {
+    let body = serde_json::to_string(campaign).map_err(corrupt)?;
+    let changed = if campaign.version == 0 {
+        tx.execute(
+            "INSERT INTO campaigns (id, version, body) VALUES (?1, 1, ?2)
+             ON CONFLICT (id) DO NOTHING",
+            params![campaign.id, body],
+        )
+    } else {
+        tx.execute(
+            "UPDATE campaigns SET body = ?2, version = version + 1
+             WHERE id = ?1 AND version = ?3",
+            params![campaign.id, body, campaign.version as i64],
+        )
+    }
+    .map_err(unavailable)?;
+    if changed == 0 {
+        return Err(StoreError::Conflict(campaign.id.clone()));
+    }
+    Ok(())
+}
+
+/// One write other than a campaign's (those are [`put_campaign`]'s), idempotent by key.
+fn apply_write(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::PutCampaign(_) => {}
+        Write::InsertDonation(donation) => {
+            let body = serde_json::to_string(donation).map_err(corrupt)?;
+            tx.execute(
+                "INSERT INTO donations (id, campaign_id, seq, body)
+                 VALUES (?1, ?2,
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM donations WHERE campaign_id = ?2),
+                   ?3)
+                 ON CONFLICT (id) DO NOTHING",
+                params![donation.id, donation.campaign_id, body],
+            )
+            .map_err(unavailable)?;
+        }
+        Write::Track(presence) => {
+            let body = serde_json::to_string(presence).map_err(corrupt)?;
+            tx.execute(
+                "INSERT INTO presences (topic, connector_id, socket_id, phx_ref, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![
+                    presence.topic,
+                    presence.connector_id,
+                    presence.socket_id as i64,
+                    presence.phx_ref,
+                    body
+                ],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO presence_topics (connector_id, topic) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
+                params![presence.connector_id, presence.topic],
+            )
+            .map_err(unavailable)?;
+        }
+        Write::Untrack(presence) => {
+            tx.execute(
+                "DELETE FROM presences WHERE topic = ?1 AND connector_id = ?2
+                 AND socket_id = ?3 AND phx_ref = ?4",
+                params![
+                    presence.topic,
+                    presence.connector_id,
+                    presence.socket_id as i64,
+                    presence.phx_ref
+                ],
+            )
+            .map_err(unavailable)?;
+        }
+        Write::ForgetPresenceTopic {
+            connector_id,
+            topic,
+        } => {
+            tx.execute(
+                "DELETE FROM presence_topics WHERE connector_id = ?1 AND topic = ?2",
+                params![connector_id, topic],
+            )
+            .map_err(unavailable)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -401,5 +463,13 @@ mod tests {
         let (dir, first) = fresh().await;
         let second = EmbeddedStore::open(dir.path()).expect("second open");
         conformance::shared_between_handles(&first, &second).await;
+    }
+
+    #[tokio::test]
+    async fn two_owners_on_one_directory_apply_every_command_once() {
+        // Two processes that both believe they own a partition: two connections on one file.
+        let (dir, first) = fresh().await;
+        let second = EmbeddedStore::open(dir.path()).expect("second open");
+        conformance::two_owners_apply_every_command_once(&first, &second).await;
     }
 }

@@ -17,6 +17,7 @@
 //! The backends are features so crates that only need the rows and the [`Store`] trait
 //! build without the drivers; the API is re-exported here.
 
+mod batch;
 #[cfg(feature = "embedded")]
 mod embedded;
 mod model;
@@ -28,9 +29,10 @@ pub mod conformance;
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use batch::{plan_batch, BatchPlan, CampaignWrite};
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
-pub use model::{Campaign, Donation, Presence, PresenceFilter, Visibility};
+pub use model::{Campaign, Donation, Position, Presence, PresenceFilter, Visibility};
 // `self::`: the module shares its name with the driver crate.
 #[cfg(feature = "scylla")]
 pub use self::scylla::ScyllaStore;
@@ -79,7 +81,7 @@ pub enum Write {
     },
 }
 
-/// What [`Store::apply`] did.
+/// What storing one command did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     /// The writes were stored together with the outcome.
@@ -89,18 +91,41 @@ pub enum Applied {
     Duplicate(Value),
 }
 
+/// One decided command, ready to be stored by [`Store::apply_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    /// The command's id: the idempotency key of its outcome.
+    pub command_id: &'a str,
+    /// Where the command was read from the log; `None` for writes that did not come from it
+    /// (demo seeds, tests). Campaign writes record it as the campaign's fence.
+    pub position: Option<Position>,
+    /// Its effects.
+    pub writes: &'a [Write],
+    /// What it sends, stored so a command processed again sends the same.
+    pub outcome: &'a Value,
+}
+
 /// The projections store.
 ///
 /// Guarantees:
-/// - `apply` is atomic: all writes and the outcome are stored, or none.
-/// - Campaign writes are compare-and-set on the campaign's version: a write based on a stale
-///   read fails with [`StoreError::Conflict`] and changes nothing.
-/// - `apply` is idempotent by command id: a second call with the same id stores nothing and
-///   returns [`Applied::Duplicate`] with the first outcome.
-/// - Reads after a successful `apply` (from any process sharing the store) see its writes.
+/// - `apply_batch` stores a group of commands read in order from one command partition. For
+///   each campaign the group writes, its last [`Write::PutCampaign`] is stored with one
+///   compare-and-set on the version every write of that campaign in the group was based on
+///   (decisions fold the group's state but keep the version they read); a stale base fails
+///   the whole call with [`StoreError::Conflict`] and changes no campaign.
+/// - The same compare-and-set records the group's last position on the campaign's command
+///   partition in [`Campaign::applied`]: a campaign command is in the campaign's state
+///   exactly when [`Campaign::has_applied`] says so, whoever applied it. Two processors that
+///   both believe they own a partition therefore cannot both apply a campaign command: the
+///   second either fails its compare-and-set or sees the fence when it reads again.
+/// - Outcomes are idempotent by command id: a command already applied is not applied again;
+///   [`outcome`](Store::outcome) returns what it sent the first time.
+/// - On the embedded store a whole call is one transaction. On Scylla each campaign's write
+///   is one lightweight transaction and the rest (donations, presences, outcomes) follows,
+///   idempotently; a crash in between is finished by [`settle`](Store::settle).
+/// - Reads after a successful call (from any process sharing the store) see its writes.
 /// - No ordering between different campaigns; writers on one campaign are serialised by the
-///   log (one processor owns a partition); the version check covers the moments when
-///   ownership moves between processors.
+///   log (one processor owns a partition), and the fence covers the moments when two do.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The campaign with `id`, if it exists.
@@ -113,8 +138,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The outcome stored when `command_id` was applied, if it was.
     async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError>;
 
-    /// The next value of a named sequence (1, 2, 3, ...), unique across processes.
-    async fn next_id(&self, sequence: &str) -> Result<u64, StoreError>;
+    /// Finishes what the last group applied to `campaign_id` from `partition` left undone
+    /// (a crash between its compare-and-set and the rest), so the outcomes of every command
+    /// the campaign's fence covers can be read. A no-op where groups are atomic.
+    async fn settle(&self, campaign_id: &str, partition: u32) -> Result<(), StoreError>;
+
+    /// The id `claimant` holds in a named sequence (1, 2, 3, ...): the first call takes the
+    /// next value, unique across processes; every later call by the same claimant gets the
+    /// same value, so a command processed twice (or by two processors) names one new
+    /// campaign, not two.
+    async fn claim_id(&self, sequence: &str, claimant: &str) -> Result<u64, StoreError>;
 
     /// The presences on `topic` that pass `filter`, in the order they were tracked where the
     /// backend keeps one.
@@ -134,11 +167,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// has no topics left; a no-op while it has.
     async fn forget_connector(&self, connector_id: &str) -> Result<(), StoreError>;
 
-    /// Stores `writes` and `outcome` for `command_id` atomically, once.
+    /// Stores a group of decided commands (see the guarantees above); one [`Applied`] per
+    /// command, in order. A command of the group that was applied already makes the whole
+    /// call fail with [`StoreError::Conflict`] unless it is alone (then it is
+    /// [`Applied::Duplicate`]): the group's later decisions were made on a state that did not
+    /// include it, so they must be made again.
+    async fn apply_batch(&self, batch: &[Decided<'_>]) -> Result<Vec<Applied>, StoreError>;
+
+    /// Stores one command that did not come from the log (seeds, tests): `apply_batch` of one.
     async fn apply(
         &self,
         command_id: &str,
         writes: &[Write],
         outcome: &Value,
-    ) -> Result<Applied, StoreError>;
+    ) -> Result<Applied, StoreError> {
+        let decided = Decided {
+            command_id,
+            position: None,
+            writes,
+            outcome,
+        };
+        let mut applied = self.apply_batch(&[decided]).await?;
+        applied
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("a batch of one stored nothing".into()))
+    }
 }

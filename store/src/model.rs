@@ -1,5 +1,7 @@
 //! The rows the processors read and write.
 
+use std::collections::BTreeMap;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +45,30 @@ pub struct Campaign {
     /// new campaign), so two writers that raced on one campaign cannot lose an update.
     #[serde(default)]
     pub version: u64,
+    /// The offset of the last command applied to this campaign, per command partition: the
+    /// fence that makes campaign commands exactly once. Written by the store in the same
+    /// compare-and-set as the campaign, so a command is in the campaign's state exactly when
+    /// its position is at or below this; decisions never set it.
+    #[serde(default)]
+    pub applied: BTreeMap<u32, u64>,
+}
+
+impl Campaign {
+    /// Whether the command read at `position` is already in this campaign's state.
+    pub fn has_applied(&self, position: Position) -> bool {
+        self.applied
+            .get(&position.partition)
+            .is_some_and(|last| *last >= position.offset)
+    }
+}
+
+/// Where a command was read: its partition of the command topic and its offset there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// The command partition.
+    pub partition: u32,
+    /// The offset in it.
+    pub offset: u64,
 }
 
 /// One accepted donation.

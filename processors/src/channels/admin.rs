@@ -106,6 +106,7 @@ fn create_campaign(payload: &Value, command: &Command, view: &View) -> Decision 
         milestones_reached: Vec::new(),
         created_at: view.now.clone(),
         version: 0,
+        applied: Default::default(),
     };
     let body = campaign_json(&campaign);
     let created = CampaignCreated {

@@ -1,31 +1,82 @@
-//! [`ScyllaStore`]: connect, the driver calls and the reads. Every request runs under a
-//! permit, so one process keeps at most `max_in_flight` requests on the cluster; `apply`
-//! is in `super::apply`.
+//! The driver side: the [`Tables`] as prepared statements, and [`ScyllaStore`], the protocol
+//! over them. Every request runs under a permit, so one process keeps at most
+//! `max_in_flight` requests on the cluster.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::Row;
+use scylla::value::{CqlValue, Row};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::plan::{applied, bigint, bucket_of, key_state, text, KeyState};
+use super::plan::corrupt;
+use super::protocol::Protocol;
 use super::statements::Statements;
+use super::tables::{CampaignCas, CampaignRow, Tables};
 use super::{schema_statements, ScyllaConfig};
-use crate::{Applied, Campaign, Donation, Presence, PresenceFilter, Store, StoreError, Write};
+use crate::{Applied, Campaign, Decided, Donation, Presence, PresenceFilter, Store, StoreError};
 
 /// The cluster could not be reached or refused: worth retrying.
 pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// A row could not be read back or a value does not fit its column: retrying will not help.
-pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
+/// Shards of `presence_connectors`, so the connectors' rows are not one hot partition.
+const CONNECTOR_SHARDS: i32 = 16;
+
+/// The shard of a connector's row in `presence_connectors` (FNV-1a of its id).
+fn connector_shard(connector_id: &str) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in connector_id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    i32::try_from(hash % CONNECTOR_SHARDS.unsigned_abs()).unwrap_or_default()
+}
+
+/// Whether a lightweight transaction was applied: its first column, `[applied]`.
+///
+/// `false` means its condition did not hold (the row existed, or had another version):
+/// another writer got there first. No row at all is not applied either.
+fn applied(row: Option<&Row>) -> bool {
+    matches!(
+        row.and_then(|r| r.columns.first()),
+        Some(Some(CqlValue::Boolean(true)))
+    )
+}
+
+/// Column `index` of `row` as text, if it is text.
+fn text(row: &Row, index: usize) -> Option<String> {
+    match row.columns.get(index) {
+        Some(Some(CqlValue::Text(s))) | Some(Some(CqlValue::Ascii(s))) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Column `index` of `row` as a `bigint`, if it is one.
+fn bigint(row: &Row, index: usize) -> Option<i64> {
+    match row.columns.get(index) {
+        Some(Some(CqlValue::BigInt(v))) => Some(*v),
+        _ => None,
+    }
+}
+
+/// Column `index` of `row` as a `map<int, text>` (absent or null: empty).
+fn int_text_map(row: &Row, index: usize) -> BTreeMap<i32, String> {
+    let Some(Some(CqlValue::Map(entries))) = row.columns.get(index) else {
+        return BTreeMap::new();
+    };
+    entries
+        .iter()
+        .filter_map(|(k, v)| match (k, v) {
+            (CqlValue::Int(k), CqlValue::Text(v)) => Some((*k, v.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A session on the configured nodes.
@@ -37,12 +88,18 @@ async fn open_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
         .map_err(unavailable)
 }
 
-/// The Scylla-backed store.
-#[derive(Debug, Clone)]
+/// The Scylla-backed store: the protocol (`super::protocol`) over the cluster's tables.
+#[derive(Debug)]
 pub struct ScyllaStore {
-    session: Arc<Session>,
-    pub(super) statements: Arc<Statements>,
-    permits: Arc<Semaphore>,
+    protocol: Protocol<CqlTables>,
+}
+
+/// The tables on a cluster: a session, the prepared statements and the permits.
+#[derive(Debug)]
+struct CqlTables {
+    session: Session,
+    statements: Statements,
+    permits: Semaphore,
 }
 
 impl ScyllaStore {
@@ -50,10 +107,13 @@ impl ScyllaStore {
     pub async fn connect(config: &ScyllaConfig) -> Result<Self, StoreError> {
         let session = open_session(config).await?;
         let statements = Statements::prepare(&session, config).await?;
+        let tables = CqlTables {
+            session,
+            statements,
+            permits: Semaphore::new(config.max_in_flight.max(1)),
+        };
         Ok(Self {
-            session: Arc::new(session),
-            statements: Arc::new(statements),
-            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            protocol: Protocol { tables },
         })
     }
 
@@ -62,16 +122,22 @@ impl ScyllaStore {
         let session = open_session(config).await?;
         let statements = schema_statements(&config.keyspace, &config.replication);
         for statement in &statements {
-            session
-                .query_unpaged(statement.as_str(), ())
-                .await
-                .map_err(unavailable)?;
+            if let Err(error) = session.query_unpaged(statement.as_str(), ()).await {
+                // `ALTER TABLE .. ADD` has no `IF NOT EXISTS`: a column added by an earlier
+                // run is what re-applying the schema expects.
+                let adds = statement.to_uppercase().starts_with("ALTER TABLE");
+                if !(adds && error.to_string().to_lowercase().contains("exist")) {
+                    return Err(unavailable(error));
+                }
+            }
         }
         Ok(statements.len())
     }
+}
 
+impl CqlTables {
     /// Runs a prepared statement and returns its first row, if any.
-    pub(super) async fn first_row(
+    async fn first_row(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
@@ -114,7 +180,7 @@ impl ScyllaStore {
     }
 
     /// Runs a statement that returns no rows (or whose rows do not matter).
-    pub(super) async fn run(
+    async fn run(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
@@ -128,7 +194,7 @@ impl ScyllaStore {
     }
 
     /// Runs a lightweight transaction; true when it was applied.
-    pub(super) async fn lwt(
+    async fn lwt(
         &self,
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
@@ -136,101 +202,188 @@ impl ScyllaStore {
         let row = self.first_row(statement, values).await?;
         Ok(applied(row.as_ref()))
     }
-
-    /// The campaign `id` with the last command that wrote it (step 3 of that command).
-    pub(super) async fn campaign_row(
-        &self,
-        id: &str,
-    ) -> Result<Option<(Campaign, Option<String>)>, StoreError> {
+}
+#[async_trait]
+impl Tables for CqlTables {
+    async fn campaign(&self, id: &str) -> Result<Option<CampaignRow>, StoreError> {
         let Some(row) = self.first_row(&self.statements.campaign, (id,)).await? else {
             return Ok(None);
         };
-        let body = text(&row, 0).ok_or_else(|| corrupt("campaign without body"))?;
-        let mut campaign: Campaign = serde_json::from_str(&body).map_err(corrupt)?;
-        campaign.version = bigint(&row, 1).unwrap_or_default().unsigned_abs();
-        Ok(Some((campaign, text(&row, 2))))
+        Ok(Some(CampaignRow {
+            body: text(&row, 0).ok_or_else(|| corrupt("campaign without body"))?,
+            version: bigint(&row, 1).unwrap_or_default(),
+            pending: int_text_map(&row, 2),
+        }))
     }
-}
 
-#[async_trait]
-impl Store for ScyllaStore {
-    async fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
-        Ok(self.campaign_row(id).await?.map(|(campaign, _)| campaign))
+    async fn write_campaign(&self, cas: &CampaignCas) -> Result<bool, StoreError> {
+        let pending =
+            |p: &Option<(i32, String)>| -> HashMap<i32, String> { p.iter().cloned().collect() };
+        match cas {
+            CampaignCas::Create {
+                id,
+                body,
+                pending: p,
+            } => {
+                self.lwt(&self.statements.create_campaign, (id, body, pending(p)))
+                    .await
+            }
+            CampaignCas::Update {
+                id,
+                body,
+                expected,
+                pending: p,
+            } => {
+                self.lwt(
+                    &self.statements.update_campaign,
+                    (body, expected + 1, pending(p), id, expected),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn insert_donation(
+        &self,
+        campaign_id: &str,
+        bucket: i64,
+        seq: i64,
+        id: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.run(
+            &self.statements.insert_donation,
+            (campaign_id, bucket, seq, id, body),
+        )
+        .await
     }
 
     async fn donations(
         &self,
         campaign_id: &str,
-        limit: usize,
-    ) -> Result<Vec<Donation>, StoreError> {
-        let Some(campaign) = self.campaign(campaign_id).await? else {
-            return Ok(Vec::new());
-        };
-        let mut found = Vec::new();
-        let mut bucket = bucket_of(campaign.donation_count);
-        loop {
-            let _permit = self.permits.acquire().await.map_err(unavailable)?;
-            let wanted = i32::try_from(limit - found.len()).unwrap_or(i32::MAX);
-            let result = self
-                .session
-                .execute_unpaged(
-                    &self.statements.donations,
-                    (campaign_id, i64::try_from(bucket).map_err(corrupt)?, wanted),
-                )
-                .await
-                .map_err(unavailable)?
-                .into_rows_result()
-                .map_err(corrupt)?;
-            for row in result.rows::<(String,)>().map_err(corrupt)? {
-                let (body,) = row.map_err(corrupt)?;
-                found.push(serde_json::from_str(&body).map_err(corrupt)?);
-            }
-            if found.len() >= limit || bucket == 0 {
-                return Ok(found);
-            }
-            bucket -= 1;
-        }
+        bucket: i64,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.rows(&self.statements.donations, (campaign_id, bucket, limit))
+            .await
     }
 
-    async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError> {
-        let Some(row) = self.first_row(&self.statements.key, (command_id,)).await? else {
-            return Ok(None);
-        };
-        if key_state(&row) != KeyState::Done {
-            return Ok(None);
-        }
-        let outcome = text(&row, 2).ok_or_else(|| corrupt("key without outcome"))?;
-        serde_json::from_str(&outcome).map(Some).map_err(corrupt)
+    async fn outcome(&self, command_id: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .first_row(&self.statements.outcome, (command_id,))
+            .await?;
+        Ok(row.and_then(|row| text(&row, 0)))
+    }
+
+    async fn put_outcome(&self, command_id: &str, outcome: &str) -> Result<(), StoreError> {
+        self.run(&self.statements.put_outcome, (command_id, outcome))
+            .await
+    }
+
+    async fn sequence(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let row = self.first_row(&self.statements.sequence, (name,)).await?;
+        Ok(row.and_then(|row| bigint(&row, 0)))
+    }
+
+    async fn create_sequence(&self, name: &str) -> Result<bool, StoreError> {
+        self.lwt(&self.statements.create_sequence, (name,)).await
+    }
+
+    async fn advance_sequence(&self, name: &str, from: i64, to: i64) -> Result<bool, StoreError> {
+        self.lwt(&self.statements.advance_sequence, (to, name, from))
+            .await
+    }
+
+    async fn claim(&self, sequence: &str, claimant: &str) -> Result<Option<i64>, StoreError> {
+        let row = self
+            .first_row(&self.statements.claim, (sequence, claimant))
+            .await?;
+        Ok(row.and_then(|row| bigint(&row, 0)))
+    }
+
+    async fn put_claim(
+        &self,
+        sequence: &str,
+        claimant: &str,
+        value: i64,
+    ) -> Result<bool, StoreError> {
+        self.lwt(&self.statements.put_claim, (sequence, claimant, value))
+            .await
     }
 
     async fn presences(
         &self,
         topic: &str,
         filter: &PresenceFilter,
-    ) -> Result<Vec<Presence>, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let s = &self.statements;
-        let result = match filter {
-            PresenceFilter::All => self.rows(&s.presences, (topic,)).await?,
-            PresenceFilter::Connector(c) => {
-                self.rows(&s.presences_of_connector, (topic, c)).await?
-            }
+        match filter {
+            PresenceFilter::All => self.rows(&s.presences, (topic,)).await,
+            PresenceFilter::Connector(c) => self.rows(&s.presences_of_connector, (topic, c)).await,
             PresenceFilter::Socket {
                 connector_id,
                 socket_id,
             } => {
                 let socket = i64::try_from(*socket_id).map_err(corrupt)?;
                 self.rows(&s.presences_of_socket, (topic, connector_id, socket))
-                    .await?
+                    .await
             }
-        };
-        result
-            .iter()
-            .map(|body| serde_json::from_str(body).map_err(corrupt))
-            .collect()
+        }
     }
 
-    async fn presence_connectors(&self) -> Result<Vec<String>, StoreError> {
-        self.rows(&self.statements.presence_connectors, ()).await
+    async fn add_presence_connector(&self, connector_id: &str) -> Result<(), StoreError> {
+        let shard = connector_shard(connector_id);
+        self.run(
+            &self.statements.add_presence_connector,
+            (shard, connector_id),
+        )
+        .await
+    }
+
+    async fn add_presence_topic(&self, connector_id: &str, topic: &str) -> Result<(), StoreError> {
+        self.run(&self.statements.add_presence_topic, (connector_id, topic))
+            .await
+    }
+
+    async fn put_presence(&self, presence: &Presence, body: &str) -> Result<(), StoreError> {
+        let socket = i64::try_from(presence.socket_id).map_err(corrupt)?;
+        self.run(
+            &self.statements.track,
+            (
+                &presence.topic,
+                &presence.connector_id,
+                socket,
+                &presence.phx_ref,
+                body,
+            ),
+        )
+        .await
+    }
+
+    async fn delete_presence(&self, presence: &Presence) -> Result<(), StoreError> {
+        let socket = i64::try_from(presence.socket_id).map_err(corrupt)?;
+        self.run(
+            &self.statements.untrack,
+            (
+                &presence.topic,
+                &presence.connector_id,
+                socket,
+                &presence.phx_ref,
+            ),
+        )
+        .await
+    }
+
+    async fn forget_presence_topic(
+        &self,
+        connector_id: &str,
+        topic: &str,
+    ) -> Result<(), StoreError> {
+        self.run(
+            &self.statements.forget_presence_topic,
+            (connector_id, topic),
+        )
+        .await
     }
 
     async fn presence_topics(&self, connector_id: &str) -> Result<Vec<String>, StoreError> {
@@ -238,51 +391,75 @@ impl Store for ScyllaStore {
             .await
     }
 
-    async fn forget_connector(&self, connector_id: &str) -> Result<(), StoreError> {
-        if self.presence_topics(connector_id).await?.is_empty() {
-            self.run(&self.statements.forget_presence_connector, (connector_id,))
-                .await?;
+    async fn presence_connectors(&self) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        for shard in 0..CONNECTOR_SHARDS {
+            found.extend(
+                self.rows(&self.statements.presence_connectors, (shard,))
+                    .await?,
+            );
         }
-        Ok(())
+        Ok(found)
     }
 
-    async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
-        loop {
-            match self
-                .first_row(&self.statements.sequence, (sequence,))
-                .await?
-            {
-                None => {
-                    if self
-                        .lwt(&self.statements.create_sequence, (sequence,))
-                        .await?
-                    {
-                        return Ok(1);
-                    }
-                }
-                Some(row) => {
-                    let current = bigint(&row, 0).unwrap_or_default();
-                    if self
-                        .lwt(
-                            &self.statements.advance_sequence,
-                            (current + 1, sequence, current),
-                        )
-                        .await?
-                    {
-                        return Ok((current + 1).unsigned_abs());
-                    }
-                }
-            }
-        }
+    async fn forget_presence_connector(&self, connector_id: &str) -> Result<(), StoreError> {
+        let shard = connector_shard(connector_id);
+        self.run(
+            &self.statements.forget_presence_connector,
+            (shard, connector_id),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for ScyllaStore {
+    async fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        self.protocol.campaign(id).await
     }
 
-    async fn apply(
+    async fn donations(
         &self,
-        command_id: &str,
-        writes: &[Write],
-        outcome: &Value,
-    ) -> Result<Applied, StoreError> {
-        self.apply_command(command_id, writes, outcome).await
+        campaign_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Donation>, StoreError> {
+        self.protocol.donations(campaign_id, limit).await
+    }
+
+    async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError> {
+        self.protocol.outcome(command_id).await
+    }
+
+    async fn settle(&self, campaign_id: &str, partition: u32) -> Result<(), StoreError> {
+        self.protocol.settle(campaign_id, partition).await
+    }
+
+    async fn claim_id(&self, sequence: &str, claimant: &str) -> Result<u64, StoreError> {
+        self.protocol.claim_id(sequence, claimant).await
+    }
+
+    async fn presences(
+        &self,
+        topic: &str,
+        filter: &PresenceFilter,
+    ) -> Result<Vec<Presence>, StoreError> {
+        self.protocol.presences(topic, filter).await
+    }
+
+    async fn presence_connectors(&self) -> Result<Vec<String>, StoreError> {
+        self.protocol.presence_connectors().await
+    }
+
+    async fn presence_topics(&self, connector_id: &str) -> Result<Vec<String>, StoreError> {
+        self.protocol.presence_topics(connector_id).await
+    }
+
+    async fn forget_connector(&self, connector_id: &str) -> Result<(), StoreError> {
+        self.protocol.forget_connector(connector_id).await
+    }
+
+    async fn apply_batch(&self, batch: &[Decided<'_>]) -> Result<Vec<Applied>, StoreError> {
+        self.protocol.apply_batch(batch).await
     }
 }
 

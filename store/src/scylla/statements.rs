@@ -18,12 +18,13 @@ pub(super) struct Statements {
     pub(super) update_campaign: PreparedStatement,
     pub(super) insert_donation: PreparedStatement,
     pub(super) donations: PreparedStatement,
-    pub(super) key: PreparedStatement,
-    pub(super) put_pending: PreparedStatement,
-    pub(super) mark_done: PreparedStatement,
+    pub(super) outcome: PreparedStatement,
+    pub(super) put_outcome: PreparedStatement,
     pub(super) sequence: PreparedStatement,
     pub(super) create_sequence: PreparedStatement,
     pub(super) advance_sequence: PreparedStatement,
+    pub(super) claim: PreparedStatement,
+    pub(super) put_claim: PreparedStatement,
     pub(super) presences: PreparedStatement,
     pub(super) presences_of_connector: PreparedStatement,
     pub(super) presences_of_socket: PreparedStatement,
@@ -38,15 +39,15 @@ pub(super) struct Statements {
 }
 
 /// The CQL of every statement, with `{keyspace}` to substitute.
-pub(super) const CQL: [(&str, &str); 22] = [
-    ("campaign", "SELECT body, version, last_command FROM {keyspace}.campaigns WHERE id = ?"),
+pub(super) const CQL: [(&str, &str); 23] = [
+    ("campaign", "SELECT body, version, pending FROM {keyspace}.campaigns WHERE id = ?"),
     (
         "create_campaign",
-        "INSERT INTO {keyspace}.campaigns (id, version, last_command, body) VALUES (?, 1, ?, ?) IF NOT EXISTS",
+        "INSERT INTO {keyspace}.campaigns (id, version, body, pending) VALUES (?, 1, ?, ?) IF NOT EXISTS",
     ),
     (
         "update_campaign",
-        "UPDATE {keyspace}.campaigns SET body = ?, version = ?, last_command = ? WHERE id = ? IF version = ?",
+        "UPDATE {keyspace}.campaigns SET body = ?, version = ?, pending = pending + ? WHERE id = ? IF version = ?",
     ),
     (
         "insert_donation",
@@ -56,12 +57,8 @@ pub(super) const CQL: [(&str, &str); 22] = [
         "donations",
         "SELECT body FROM {keyspace}.donations_by_campaign WHERE campaign_id = ? AND bucket = ? LIMIT ?",
     ),
-    ("key", "SELECT state, writes, outcome FROM {keyspace}.processed_commands WHERE command_id = ?"),
-    (
-        "put_pending",
-        "INSERT INTO {keyspace}.processed_commands (command_id, state, writes, outcome) VALUES (?, 'pending', ?, ?)",
-    ),
-    ("mark_done", "UPDATE {keyspace}.processed_commands SET state = 'done' WHERE command_id = ?"),
+    ("outcome", "SELECT outcome FROM {keyspace}.outcomes WHERE command_id = ?"),
+    ("put_outcome", "INSERT INTO {keyspace}.outcomes (command_id, outcome) VALUES (?, ?)"),
     ("sequence", "SELECT value FROM {keyspace}.sequences WHERE name = ?"),
     (
         "create_sequence",
@@ -70,6 +67,11 @@ pub(super) const CQL: [(&str, &str); 22] = [
     (
         "advance_sequence",
         "UPDATE {keyspace}.sequences SET value = ? WHERE name = ? IF value = ?",
+    ),
+    ("claim", "SELECT value FROM {keyspace}.claims WHERE sequence = ? AND claimant = ?"),
+    (
+        "put_claim",
+        "INSERT INTO {keyspace}.claims (sequence, claimant, value) VALUES (?, ?, ?) IF NOT EXISTS",
     ),
     ("presences", "SELECT body FROM {keyspace}.presence WHERE topic = ?"),
     (
@@ -99,12 +101,12 @@ pub(super) const CQL: [(&str, &str); 22] = [
     ("presence_topics", "SELECT topic FROM {keyspace}.presence_by_connector WHERE connector_id = ?"),
     (
         "add_presence_connector",
-        "INSERT INTO {keyspace}.presence_connectors (shard, connector_id) VALUES (0, ?)",
+        "INSERT INTO {keyspace}.presence_connectors (shard, connector_id) VALUES (?, ?)",
     ),
-    ("presence_connectors", "SELECT connector_id FROM {keyspace}.presence_connectors WHERE shard = 0"),
+    ("presence_connectors", "SELECT connector_id FROM {keyspace}.presence_connectors WHERE shard = ?"),
     (
         "forget_presence_connector",
-        "DELETE FROM {keyspace}.presence_connectors WHERE shard = 0 AND connector_id = ?",
+        "DELETE FROM {keyspace}.presence_connectors WHERE shard = ? AND connector_id = ?",
     ),
 ];
 
@@ -137,12 +139,13 @@ impl Statements {
             update_campaign: take("update_campaign")?,
             insert_donation: take("insert_donation")?,
             donations: take("donations")?,
-            key: take("key")?,
-            put_pending: take("put_pending")?,
-            mark_done: take("mark_done")?,
+            outcome: take("outcome")?,
+            put_outcome: take("put_outcome")?,
             sequence: take("sequence")?,
             create_sequence: take("create_sequence")?,
             advance_sequence: take("advance_sequence")?,
+            claim: take("claim")?,
+            put_claim: take("put_claim")?,
             presences: take("presences")?,
             presences_of_connector: take("presences_of_connector")?,
             presences_of_socket: take("presences_of_socket")?,

@@ -1,0 +1,454 @@
+//! Group commit: the commands queued for one partition, decided in order and stored together.
+//!
+//! A partition's worker takes every command waiting in its queue (up to [`MAX_GROUP`]; no
+//! waiting for more, so a quiet partition answers at once and a busy one batches by itself),
+//! and for the group:
+//! 1. answers commands already applied from their stored outcome (by command id, or by the
+//!    campaign's fence after [`Store::settle`]);
+//! 2. decides the rest in order, each on the state the previous ones left (campaign rows are
+//!    folded in memory, keeping the version they were read at);
+//! 3. stores them with one [`Store::apply_batch`]: one compare-and-set per campaign for the
+//!    whole group;
+//! 4. puts every outcome on the log in one round, in command order, and reports the group's
+//!    last record done (committed) once the log acknowledged them all.
+//!
+//! So per-key order is kept and replies leave only after the write. A conflict (another
+//! writer, or a command of the group applied meanwhile by a second owner) decides the group
+//! again on fresh state. A group that fails permanently is processed one command at a time,
+//! so only the poison command goes to the dead-letter topic. A command that reads presences
+//! of a topic the group already changed starts a new group, so its view is current.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eventlog::{Log, LogError, Pending, Record};
+use serde_json::Value;
+use store::{Applied, Campaign, Decided, Position, Store, StoreError, Write};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use topics::names::{BROADCASTS, DEAD_LETTERS, DELIVERIES, EVENTS};
+use topics::{Command, RecordError};
+
+use crate::decision::{Outcome, View};
+use crate::metrics::ProcessorMetrics;
+use crate::{decide, needs};
+
+/// Most commands decided and stored together.
+pub(crate) const MAX_GROUP: usize = 256;
+
+/// Most groups of one partition whose outputs may be awaiting acknowledgement at once.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// What the workers share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) log: Arc<dyn Log>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) metrics: ProcessorMetrics,
+    pub(crate) shutdown: CancellationToken,
+    /// First retry delay after a transient failure.
+    pub(crate) retry_initial: Duration,
+    /// Longest retry delay.
+    pub(crate) retry_max: Duration,
+    /// Commands queued per partition before the runner stops reading.
+    pub(crate) partition_queue: usize,
+}
+
+/// The queue and task of one partition's worker.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) queue: mpsc::Sender<Record>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+/// Why one attempt at a group failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("a domain event could not be encoded: {0}")]
+    Event(#[from] topics::avro::AvroError),
+    #[error("the stored outcome of command {0} could not be read back")]
+    BadOutcome(String),
+    #[error("command {0} is in its campaign's state but its outcome is gone")]
+    LostOutcome(String),
+}
+
+impl AttemptError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Log(LogError::Closed) => false,
+            AttemptError::Log(_) => true,
+            AttemptError::Store(e) => e.is_retryable(),
+            AttemptError::Record(_)
+            | AttemptError::Event(_)
+            | AttemptError::BadOutcome(_)
+            | AttemptError::LostOutcome(_) => false,
+        }
+    }
+}
+
+/// Spawns the worker of one partition: it decides and stores groups one at a time, in order,
+/// and puts their outputs on the log without waiting; a second loop in the same task waits
+/// for the acknowledgements, in order, and only then reports the group's last record done
+/// (to be committed). So the next group is decided while the previous outputs travel.
+pub(crate) fn spawn_worker(shared: Arc<Shared>, done: mpsc::Sender<Record>) -> Worker {
+    let (queue, mut rx) = mpsc::channel::<Record>(shared.partition_queue);
+    let (acks_tx, mut acks_rx) = mpsc::channel::<(Vec<Record>, Pending)>(MAX_IN_FLIGHT);
+    let acker_shared = shared.clone();
+    let decide_loop = async move {
+        while let Some(first) = rx.recv().await {
+            let mut records = vec![first];
+            while records.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(record) => records.push(record),
+                    Err(_) => break,
+                }
+            }
+            let Some(pending) = process_with_retry(&shared, &records).await else {
+                return; // shutting down mid-retry: leave the group uncommitted
+            };
+            if acks_tx.send((records, pending)).await.is_err() {
+                return;
+            }
+        }
+    };
+    let ack_loop = async move {
+        while let Some((records, pending)) = acks_rx.recv().await {
+            let mut pending = pending;
+            // Outputs not acknowledged: redo the group, which re-sends the stored outcomes.
+            while let Err(error) = pending.await {
+                tracing::warn!(%error, commands = records.len(), "outputs not acknowledged; sending them again");
+                match process_with_retry(&acker_shared, &records).await {
+                    Some(again) => pending = again,
+                    None => return,
+                }
+            }
+            let Some(last) = records.into_iter().last() else {
+                continue;
+            };
+            if done.send(last).await.is_err() {
+                return;
+            }
+        }
+    };
+    // One task for both loops, so aborting it (on revoke) stops both.
+    let task = tokio::spawn(async move {
+        tokio::join!(decide_loop, ack_loop);
+    });
+    Worker { queue, task }
+}
+
+/// Processes a group of records, retrying transient failures; their outputs are on their way
+/// when this returns. `None` when interrupted by shutdown.
+async fn process_with_retry(shared: &Shared, records: &[Record]) -> Option<Pending> {
+    let started = Instant::now();
+    let mut pendings = Vec::new();
+    let mut commands = Vec::with_capacity(records.len());
+    for record in records {
+        match Command::decode(&record.value) {
+            Ok(command) => commands.push((command, record)),
+            Err(error) => pendings.push(dead_letter(shared, record, &error.to_string()).await?),
+        }
+    }
+    match retry(shared, &commands, started).await {
+        Ok(pending) => pendings.push(pending?),
+        Err(error) if commands.len() == 1 => {
+            let (_, record) = commands[0];
+            pendings.push(dead_letter(shared, record, &error.to_string()).await?);
+        }
+        Err(error) => {
+            // Find the poison command: one at a time, so the others still go through.
+            tracing::warn!(%error, commands = commands.len(), "a group failed; processing its commands one by one");
+            for one in commands.chunks(1) {
+                match retry(shared, one, started).await {
+                    Ok(pending) => pendings.push(pending?),
+                    Err(error) => {
+                        pendings.push(dead_letter(shared, one[0].1, &error.to_string()).await?);
+                    }
+                }
+            }
+        }
+    }
+    Some(all(pendings))
+}
+
+/// One future for several acknowledgements.
+fn all(pendings: Vec<Pending>) -> Pending {
+    Box::pin(async move {
+        for pending in pendings {
+            pending.await?;
+        }
+        Ok(())
+    })
+}
+
+/// Attempts `commands` as one group until it goes through (`Ok(Some)`), shutdown interrupts
+/// (`Ok(None)`) or it fails permanently (`Err`).
+async fn retry(
+    shared: &Shared,
+    commands: &[(Command, &Record)],
+    started: Instant,
+) -> Result<Option<Pending>, AttemptError> {
+    let mut delay = shared.retry_initial;
+    loop {
+        match process(&*shared.log, &*shared.store, commands).await {
+            Ok((results, pending)) => {
+                let seconds = started.elapsed().as_secs_f64();
+                for result in results {
+                    shared.metrics.commands.with_label_values(&[result]).inc();
+                    shared.metrics.latency.observe(seconds);
+                }
+                return Ok(Some(pending));
+            }
+            Err(error) if error.is_retryable() => {
+                shared.metrics.retries.inc();
+                tracing::warn!(commands = commands.len(), %error, ?delay, "retrying a group of commands");
+                tokio::select! {
+                    () = shared.shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(shared.retry_max);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Sends a poison command to the dead-letter topic, retrying until the log takes it.
+async fn dead_letter(shared: &Shared, record: &Record, reason: &str) -> Option<Pending> {
+    tracing::error!(
+        partition = record.partition,
+        offset = record.offset,
+        reason,
+        "sending a command to the dead-letter topic"
+    );
+    shared.metrics.dead_letters.inc();
+    shared
+        .metrics
+        .commands
+        .with_label_values(&["dead_letter"])
+        .inc();
+    let mut delay = shared.retry_initial;
+    while let Err(error) = shared
+        .log
+        .append(DEAD_LETTERS, &record.key, record.value.clone())
+        .await
+    {
+        tracing::warn!(%error, "dead-letter topic unavailable; retrying");
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(shared.retry_max);
+    }
+    Some(Box::pin(std::future::ready(Ok(()))))
+}
+
+/// A command decided in this group, waiting to be stored.
+struct Unstored {
+    /// Its index in the group (and in its outcomes).
+    index: usize,
+    position: Option<Position>,
+    writes: Vec<Write>,
+    body: Value,
+}
+
+/// The group being decided: outcomes in command order, the decisions not stored yet, and the
+/// state they were decided on.
+#[derive(Default)]
+struct Group {
+    outcomes: Vec<Outcome>,
+    results: Vec<&'static str>,
+    unstored: Vec<Unstored>,
+    /// Campaigns as the group's decisions left them (at the version they were read).
+    campaigns: HashMap<String, Campaign>,
+    /// Topics whose presences the unstored decisions change.
+    presence_topics: HashSet<String>,
+}
+
+impl Group {
+    /// Stores the unstored decisions in one batch; a command found applied already (alone in
+    /// its batch) is answered from its stored outcome instead.
+    async fn store(&mut self, store: &dyn Store, ids: &[&str]) -> Result<(), AttemptError> {
+        if self.unstored.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<Decided<'_>> = self
+            .unstored
+            .iter()
+            .map(|w| Decided {
+                command_id: ids[w.index],
+                position: w.position,
+                writes: &w.writes,
+                outcome: &w.body,
+            })
+            .collect();
+        let applied = store.apply_batch(&batch).await?;
+        for (write, applied) in self.unstored.iter().zip(applied) {
+            if let Applied::Duplicate(stored) = applied {
+                self.outcomes[write.index] = parse_outcome(ids[write.index], stored)?;
+                self.results[write.index] = "replayed";
+            }
+        }
+        self.unstored.clear();
+        self.campaigns.clear();
+        self.presence_topics.clear();
+        Ok(())
+    }
+
+    fn answer(&mut self, outcome: Outcome, result: &'static str) {
+        self.outcomes.push(outcome);
+        self.results.push(result);
+    }
+}
+
+/// Decides and stores a group of commands; returns how each ended (the metric label) and the
+/// acknowledgement of all their outputs.
+async fn process(
+    log: &dyn Log,
+    store: &dyn Store,
+    commands: &[(Command, &Record)],
+) -> Result<(Vec<&'static str>, Pending), AttemptError> {
+    let ids: Vec<&str> = commands.iter().map(|(c, _)| c.id.as_str()).collect();
+    let mut group = Group::default();
+    for (index, (command, record)) in commands.iter().enumerate() {
+        let position = Position {
+            partition: record.partition,
+            offset: record.offset,
+        };
+        // Any command may have written (joins and leaves track presence), so a processed one
+        // is answered from its stored outcome.
+        if let Some(stored) = store.outcome(&command.id).await? {
+            group.answer(parse_outcome(&command.id, stored)?, "replayed");
+            continue;
+        }
+        let needs = needs(command);
+        if needs.presence.is_some() && group.presence_topics.contains(&command.topic) {
+            group.store(store, &ids).await?;
+        }
+        let campaign = match &needs.campaign {
+            Some(id) => match group.campaigns.get(id) {
+                Some(folded) => Some(folded.clone()),
+                None => store.campaign(id).await?,
+            },
+            None => None,
+        };
+        if let Some(campaign) = campaign.as_ref().filter(|c| c.has_applied(position)) {
+            // Applied (by another owner, or before a crash) but not answered here yet.
+            store.settle(&campaign.id, position.partition).await?;
+            let stored = store
+                .outcome(&command.id)
+                .await?
+                .ok_or_else(|| AttemptError::LostOutcome(command.id.clone()))?;
+            group.answer(parse_outcome(&command.id, stored)?, "replayed");
+            continue;
+        }
+        let new_campaign_id = if needs.new_campaign_id {
+            Some(free_campaign_id(store, command, position).await?)
+        } else {
+            None
+        };
+        let presences = match &needs.presence {
+            Some(filter) => store.presences(&command.topic, filter).await?,
+            None => Vec::new(),
+        };
+        let view = View {
+            campaign,
+            new_campaign_id,
+            presences,
+            now: topics::timestamp::now(),
+        };
+        let decision = decide(command, &view);
+        let outcome = decision.outcome(command);
+        if decision.writes.is_empty() {
+            group.answer(outcome, "read_only");
+            continue;
+        }
+        for write in &decision.writes {
+            match write {
+                Write::PutCampaign(campaign) => {
+                    group
+                        .campaigns
+                        .insert(campaign.id.clone(), campaign.clone());
+                }
+                Write::Track(presence) | Write::Untrack(presence) => {
+                    group.presence_topics.insert(presence.topic.clone());
+                }
+                Write::ForgetPresenceTopic { topic, .. } => {
+                    group.presence_topics.insert(topic.clone());
+                }
+                Write::InsertDonation(_) => {}
+            }
+        }
+        let body = serde_json::to_value(&outcome)
+            .map_err(|_| AttemptError::BadOutcome(command.id.clone()))?;
+        group.unstored.push(Unstored {
+            index,
+            position: Some(position),
+            writes: decision.writes,
+            body,
+        });
+        group.answer(outcome, "applied");
+    }
+    group.store(store, &ids).await?;
+    let pending = emit(log, &group.outcomes)?;
+    Ok((group.results, pending))
+}
+
+fn parse_outcome(id: &str, stored: Value) -> Result<Outcome, AttemptError> {
+    serde_json::from_value(stored).map_err(|_| AttemptError::BadOutcome(id.to_owned()))
+}
+
+/// The id of the campaign `command` creates: claimed by the command, so every attempt (and a
+/// second owner) names the same one; ids taken by other campaigns (seeded ones have fixed
+/// ids) are skipped the same way on every attempt.
+async fn free_campaign_id(
+    store: &dyn Store,
+    command: &Command,
+    position: Position,
+) -> Result<String, AttemptError> {
+    let mut attempt = 0u32;
+    loop {
+        let claimant = format!("{}#{attempt}", command.id);
+        let id = store.claim_id("campaign", &claimant).await?.to_string();
+        match store.campaign(&id).await? {
+            None => return Ok(id),
+            // Created by this very command (another owner got there first): deciding again
+            // makes a create that conflicts, and the retry answers from the stored outcome.
+            Some(existing) if existing.has_applied(position) => return Ok(id),
+            Some(_) => attempt += 1,
+        }
+    }
+}
+
+/// Puts the outcomes on their way, in order: for each, the delivery, then broadcasts, then
+/// domain events.
+fn emit(log: &dyn Log, outcomes: &[Outcome]) -> Result<Pending, AttemptError> {
+    let mut records = Vec::new();
+    for outcome in outcomes {
+        if let Some(delivery) = &outcome.delivery {
+            let key = Bytes::copy_from_slice(delivery.socket.connector_id.as_bytes());
+            records.push((DELIVERIES, key, delivery.encode()?));
+        }
+        for broadcast in &outcome.broadcasts {
+            let key = Bytes::copy_from_slice(broadcast.topic.as_bytes());
+            records.push((BROADCASTS, key, broadcast.encode()?));
+        }
+        for event in &outcome.domain_events {
+            let key = Bytes::copy_from_slice(event.campaign_id().as_bytes());
+            records.push((EVENTS, key, event.encode()?));
+        }
+    }
+    Ok(log.send_all(records)?)
+}
+
+#[cfg(test)]
+mod tests;

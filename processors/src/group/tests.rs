@@ -1,0 +1,144 @@
+use super::*;
+use crate::channels::test_support::{claims, event};
+use eventlog::{Consumer, EmbeddedLog, StartAt, Subscription};
+use serde_json::json;
+use store::conformance::sample_campaign;
+use store::EmbeddedStore;
+use topics::names::{TopicSpec, COMMANDS};
+use topics::{Broadcast, Delivery};
+
+async fn next<T>(consumer: &mut Box<dyn Consumer>, decode: fn(&[u8]) -> Option<T>) -> T {
+    let record = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("a record in time")
+        .expect("read");
+    decode(&record.value).expect("decodes")
+}
+
+/// A log and a store in a fresh directory, with campaign 1.
+async fn seeded() -> (tempfile::TempDir, Arc<dyn Log>, EmbeddedStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).expect("log"));
+    let store = EmbeddedStore::open(dir.path()).expect("store");
+    store
+        .apply(
+            "seed",
+            &[Write::PutCampaign(sample_campaign("1"))],
+            &json!({}),
+        )
+        .await
+        .expect("seed");
+    (dir, log, store)
+}
+
+/// Reads every partition of `topic` from the first record.
+async fn from_start(log: &dyn Log, topic: TopicSpec) -> Box<dyn Consumer> {
+    let partitions = (0..topic.partitions).collect();
+    let start = StartAt::Earliest;
+    log.subscribe(topic, Subscription::Partitions { partitions, start })
+        .await
+        .expect("subscribe")
+}
+
+/// The record `command` would be read as, at `offset` of its partition.
+fn record(command: &Command, offset: u64) -> Record {
+    Record {
+        partition: topics::names::partition_for(command.topic.as_bytes(), COMMANDS.partitions),
+        offset,
+        key: Bytes::copy_from_slice(command.topic.as_bytes()),
+        value: command.encode().expect("encodes"),
+    }
+}
+
+fn donation(amount: &str, id: &str) -> Command {
+    let mut command = event(
+        "donations:campaign:1",
+        claims(Some("4"), &[]),
+        "new_donation",
+        json!({"amount": amount, "donor_name": "Sam"}),
+    );
+    command.id = id.to_owned();
+    command
+}
+
+/// Processes `commands` (at offsets from `first`) as one group and waits for their outputs.
+async fn group_of(log: &dyn Log, store: &dyn Store, commands: &[Command], first: u64) {
+    let records: Vec<Record> = commands
+        .iter()
+        .zip(first..)
+        .map(|(c, offset)| record(c, offset))
+        .collect();
+    let group: Vec<(Command, &Record)> = commands.iter().cloned().zip(records.iter()).collect();
+    let (_, pending) = process(log, store, &group).await.expect("processed");
+    pending.await.expect("sent");
+}
+
+#[tokio::test]
+async fn a_command_processed_twice_is_counted_once_and_answered_alike() {
+    let (_dir, log, store) = seeded().await;
+    let mut deliveries = from_start(&*log, DELIVERIES).await;
+    let mut broadcasts = from_start(&*log, BROADCASTS).await;
+    let cmd = donation("10", "twice");
+    group_of(&*log, &store, std::slice::from_ref(&cmd), 0).await;
+    group_of(&*log, &store, std::slice::from_ref(&cmd), 0).await;
+
+    let campaign = store.campaign("1").await.expect("read").expect("exists");
+    assert_eq!(campaign.total, rust_decimal::Decimal::new(1000, 2));
+    assert_eq!(campaign.donation_count, 1);
+    let first: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
+    let second: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
+    assert_eq!(first, second);
+    let b1: Broadcast = next(&mut broadcasts, |b| Broadcast::decode(b).ok()).await;
+    let b2: Broadcast = next(&mut broadcasts, |b| Broadcast::decode(b).ok()).await;
+    assert_eq!(b1.id, b2.id, "a re-emitted broadcast keeps its id");
+}
+
+#[tokio::test]
+async fn a_group_is_decided_in_order_on_folded_state_and_answered_in_order() {
+    let (_dir, log, store) = seeded().await;
+    let mut deliveries = from_start(&*log, DELIVERIES).await;
+    let commands: Vec<Command> = (1..=5)
+        .map(|n| donation(&n.to_string(), &format!("g{n}")))
+        .collect();
+    group_of(&*log, &store, &commands, 0).await;
+    let campaign = store.campaign("1").await.expect("read").expect("exists");
+    assert_eq!(campaign.total, rust_decimal::Decimal::new(1500, 2));
+    assert_eq!(campaign.donation_count, 5);
+    assert_eq!(campaign.version, 2, "one write for the whole group");
+    let partition = record(&commands[0], 0).partition;
+    assert_eq!(campaign.applied.get(&partition), Some(&4));
+    for command in &commands {
+        let delivery: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
+        assert_eq!(delivery.socket.msg_ref, command.socket.msg_ref);
+        assert_eq!(
+            delivery.reply.expect("a reply").status,
+            topics::ReplyStatus::Ok
+        );
+    }
+    // The group again, and a group that overlaps it: nothing counted twice.
+    group_of(&*log, &store, &commands, 0).await;
+    let mut more = commands[3..].to_vec();
+    more.push(donation("100", "g6"));
+    group_of(&*log, &store, &more, 3).await;
+    let campaign = store.campaign("1").await.expect("read").expect("exists");
+    assert_eq!(campaign.total, rust_decimal::Decimal::new(11500, 2));
+    assert_eq!(campaign.donation_count, 6);
+}
+
+#[tokio::test]
+async fn a_command_under_the_fence_is_answered_not_applied() {
+    // As a second owner sees it: the campaign already carries the command's position.
+    let (_dir, log, store) = seeded().await;
+    let cmd = donation("7", "fenced");
+    group_of(&*log, &store, std::slice::from_ref(&cmd), 12).await;
+    let mut again = cmd.clone();
+    again.id = "fenced-but-renamed".into();
+    // Same position, another id: only the fence can tell it was applied; its outcome is not
+    // stored under this id, so it is a lost outcome, not a second donation.
+    let records = [record(&again, 12)];
+    let group = [(again, &records[0])];
+    let result = process(&*log, &store, &group).await;
+    assert!(matches!(result, Err(AttemptError::LostOutcome(_))));
+    let campaign = store.campaign("1").await.expect("read").expect("exists");
+    assert_eq!(campaign.donation_count, 1);
+}

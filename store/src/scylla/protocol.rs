@@ -1,0 +1,237 @@
+//! The Scylla store's protocol, over any [`Tables`]: how a group of commands is stored
+//! exactly once without multi-partition transactions.
+//!
+//! For each campaign a group writes, one lightweight transaction (single partition: the
+//! campaign row) does three things at once: checks the version the group's decisions read,
+//! writes the campaign with its fence (`applied[partition]`, the group's last offset) and
+//! keeps the group's commands for that campaign in `pending[partition]`. Then come the
+//! idempotent rest (donations by sequence number, presence rows) and the outcomes by command
+//! id. So:
+//! - a command is counted exactly when its campaign's fence covers it: a second owner that
+//!   decided on an older version fails its compare-and-set, and one that reads afterwards
+//!   sees the fence and does not decide again;
+//! - after a crash between the compare-and-set and the rest, whoever meets the fence calls
+//!   [`Store::settle`], which finishes `pending[partition]` (the group's writes again, then
+//!   its outcomes): the groups of one partition follow each other, so only the last one of
+//!   each partition can be unfinished.
+//!
+//! Commands that write no campaign (presence) are idempotent by their rows' keys and leave
+//! their outcome once stored.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::plan::{bucket_of, campaign_cas, corrupt, donation_seq, pending_commands};
+use super::tables::Tables;
+use crate::{
+    plan_batch, Applied, Campaign, Decided, Donation, Presence, PresenceFilter, Store, StoreError,
+    Write,
+};
+
+/// The store protocol over the tables `T`.
+#[derive(Debug)]
+pub(crate) struct Protocol<T> {
+    pub(crate) tables: T,
+}
+
+impl<T: Tables> Protocol<T> {
+    /// The idempotent writes of one command (its campaign's are the compare-and-set's).
+    async fn finish(&self, writes: &[Write]) -> Result<(), StoreError> {
+        for write in writes {
+            match write {
+                Write::PutCampaign(_) => {}
+                Write::InsertDonation(donation) => {
+                    // The donation is the campaign's `donation_count`-th; the campaign write
+                    // of the same command carries that count.
+                    let seq = donation_seq(writes);
+                    let body = serde_json::to_string(donation).map_err(corrupt)?;
+                    let bucket = i64::try_from(bucket_of(seq)).map_err(corrupt)?;
+                    let seq = i64::try_from(seq).map_err(corrupt)?;
+                    self.tables
+                        .insert_donation(&donation.campaign_id, bucket, seq, &donation.id, &body)
+                        .await?;
+                }
+                Write::Track(presence) => {
+                    let body = serde_json::to_string(presence).map_err(corrupt)?;
+                    // The index rows first, so a crash in between never leaves a presence
+                    // that the expiry sweep (which walks the indexes) cannot reach.
+                    self.tables
+                        .add_presence_connector(&presence.connector_id)
+                        .await?;
+                    self.tables
+                        .add_presence_topic(&presence.connector_id, &presence.topic)
+                        .await?;
+                    self.tables.put_presence(presence, &body).await?;
+                }
+                Write::Untrack(presence) => self.tables.delete_presence(presence).await?,
+                Write::ForgetPresenceTopic {
+                    connector_id,
+                    topic,
+                } => {
+                    self.tables
+                        .forget_presence_topic(connector_id, topic)
+                        .await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next value of a sequence, taken with a compare-and-set.
+    async fn next_value(&self, sequence: &str) -> Result<i64, StoreError> {
+        loop {
+            match self.tables.sequence(sequence).await? {
+                None => {
+                    if self.tables.create_sequence(sequence).await? {
+                        return Ok(1);
+                    }
+                }
+                Some(current) => {
+                    if self
+                        .tables
+                        .advance_sequence(sequence, current, current + 1)
+                        .await?
+                    {
+                        return Ok(current + 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse<V: serde::de::DeserializeOwned>(text: &str) -> Result<V, StoreError> {
+    serde_json::from_str(text).map_err(corrupt)
+}
+
+#[async_trait]
+impl<T: Tables> Store for Protocol<T> {
+    async fn campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        let Some(row) = self.tables.campaign(id).await? else {
+            return Ok(None);
+        };
+        let mut campaign: Campaign = parse(&row.body)?;
+        campaign.version = row.version.unsigned_abs();
+        Ok(Some(campaign))
+    }
+
+    async fn donations(
+        &self,
+        campaign_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Donation>, StoreError> {
+        let Some(campaign) = self.campaign(campaign_id).await? else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        let mut bucket = bucket_of(campaign.donation_count);
+        loop {
+            let wanted = i32::try_from(limit - found.len()).unwrap_or(i32::MAX);
+            let bucket_key = i64::try_from(bucket).map_err(corrupt)?;
+            for body in self
+                .tables
+                .donations(campaign_id, bucket_key, wanted)
+                .await?
+            {
+                found.push(parse(&body)?);
+            }
+            if found.len() >= limit || bucket == 0 {
+                return Ok(found);
+            }
+            bucket -= 1;
+        }
+    }
+
+    async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError> {
+        match self.tables.outcome(command_id).await? {
+            Some(text) => parse(&text).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn settle(&self, campaign_id: &str, partition: u32) -> Result<(), StoreError> {
+        let Some(row) = self.tables.campaign(campaign_id).await? else {
+            return Ok(());
+        };
+        let key = i32::try_from(partition).map_err(corrupt)?;
+        let Some(text) = row.pending.get(&key) else {
+            return Ok(());
+        };
+        for command in pending_commands(text)? {
+            self.finish(&command.writes).await?;
+            self.tables
+                .put_outcome(&command.id, &command.outcome.to_string())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn claim_id(&self, sequence: &str, claimant: &str) -> Result<u64, StoreError> {
+        if let Some(value) = self.tables.claim(sequence, claimant).await? {
+            return Ok(value.unsigned_abs());
+        }
+        let value = self.next_value(sequence).await?;
+        if self.tables.put_claim(sequence, claimant, value).await? {
+            return Ok(value.unsigned_abs());
+        }
+        // Another attempt of the same claimant got there first (the value taken here is
+        // skipped, which sequences allow).
+        match self.tables.claim(sequence, claimant).await? {
+            Some(value) => Ok(value.unsigned_abs()),
+            None => Err(StoreError::Unavailable(format!(
+                "the claim of {claimant} on {sequence} was refused but cannot be read"
+            ))),
+        }
+    }
+
+    async fn presences(
+        &self,
+        topic: &str,
+        filter: &PresenceFilter,
+    ) -> Result<Vec<Presence>, StoreError> {
+        let bodies = self.tables.presences(topic, filter).await?;
+        bodies.iter().map(|body| parse(body)).collect()
+    }
+
+    async fn presence_connectors(&self) -> Result<Vec<String>, StoreError> {
+        self.tables.presence_connectors().await
+    }
+
+    async fn presence_topics(&self, connector_id: &str) -> Result<Vec<String>, StoreError> {
+        self.tables.presence_topics(connector_id).await
+    }
+
+    async fn forget_connector(&self, connector_id: &str) -> Result<(), StoreError> {
+        if self.tables.presence_topics(connector_id).await?.is_empty() {
+            self.tables.forget_presence_connector(connector_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_batch(&self, batch: &[Decided<'_>]) -> Result<Vec<Applied>, StoreError> {
+        if let [one] = batch {
+            // Alone, a command applied already is answered; in a group the campaigns'
+            // compare-and-sets catch it (the group's decisions read a version it changed).
+            if let Some(stored) = self.outcome(one.command_id).await? {
+                return Ok(vec![Applied::Duplicate(stored)]);
+            }
+        }
+        let plan = plan_batch(batch)?;
+        for write in &plan.campaigns {
+            let cas = campaign_cas(write, batch, plan.partition)?;
+            if !self.tables.write_campaign(&cas).await? {
+                return Err(StoreError::Conflict(write.campaign.id.clone()));
+            }
+        }
+        for decided in batch {
+            self.finish(decided.writes).await?;
+            self.tables
+                .put_outcome(decided.command_id, &decided.outcome.to_string())
+                .await?;
+        }
+        Ok(vec![Applied::Stored; batch.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests;
