@@ -188,3 +188,77 @@ async fn killed_processors_resume_and_count_every_donation_once() {
         format!("{}.00", before + DONATIONS as u64)
     );
 }
+
+#[tokio::test]
+async fn two_owners_of_the_same_partitions_count_every_donation_once() {
+    // Two processors both given every partition (a rolling deploy with static partitions
+    // gone wrong): each reads and decides every command. Campaign fences make the store
+    // count each donation once; the connectors drop the repeated broadcasts.
+    let tansu = Tansu::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let group = fresh_group("owners");
+    let _p1 = tansu.owner(data.path(), &group, "0-7");
+    let _p2 = tansu.owner(data.path(), &group, "0-7");
+    let a = tansu.connector(&["--channel-rate-limit", "0", "--outbound-queue", "65536"]);
+    let b = tansu.connector(&["--channel-rate-limit", "0", "--outbound-queue", "65536"]);
+    let mut donors = [connect(&a).await, connect(&b).await];
+    let mut join_refs = Vec::new();
+    for donor in &mut donors {
+        let (jr, reply) = donor.join(TOPIC, json!({})).await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+        join_refs.push(jr);
+    }
+    let before = donors[0].event(TOPIC, "campaign_state").await[4]["campaign"].clone();
+    let mut watcher = connect(&b).await;
+    watcher.join(TOPIC, json!({})).await;
+
+    const DONATIONS: usize = 2000;
+    let mut refs: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..DONATIONS {
+        let side = i % 2;
+        let msg_ref = donors[side]
+            .send(
+                Some(&join_refs[side]),
+                TOPIC,
+                "new_donation",
+                json!({"amount": "1.25", "donor_name": format!("d{i}")}),
+            )
+            .await;
+        refs[side].push(msg_ref);
+    }
+    let mut acknowledged = std::collections::HashSet::new();
+    for (donor, refs) in donors.iter_mut().zip(&refs) {
+        for msg_ref in refs {
+            let reply = donor.reply(msg_ref).await;
+            assert_eq!(reply["status"], "ok", "{reply}");
+            let id = reply["response"]["donation_id"]
+                .as_str()
+                .expect("a donation id")
+                .to_owned();
+            assert!(acknowledged.insert(id), "one donation per push");
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < DONATIONS {
+        let frame = watcher.event(TOPIC, "donation_created").await;
+        let id = frame[4]["donation"]["id"].as_str().expect("id").to_owned();
+        assert!(seen.insert(id.clone()), "donation {id} delivered twice");
+    }
+    watcher
+        .assert_no_event("donation_created", Duration::from_millis(500))
+        .await;
+    assert_eq!(seen, acknowledged, "every ok reply has its donation, once");
+    let mut check = connect(&a).await;
+    check.join(TOPIC, json!({})).await;
+    let campaign = check.event(TOPIC, "campaign_state").await[4]["campaign"].clone();
+    let count = |c: &serde_json::Value| c["donation_count"].as_u64().expect("count");
+    let total = |c: &serde_json::Value| -> f64 {
+        c["total"].as_str().expect("total").parse().expect("number")
+    };
+    assert_eq!(count(&campaign) - count(&before), DONATIONS as u64, "{campaign}");
+    let added = total(&campaign) - total(&before);
+    assert!(
+        (added - 1.25 * DONATIONS as f64).abs() < 0.001,
+        "the total grew by {added}"
+    );
+}
