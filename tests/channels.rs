@@ -247,6 +247,41 @@ async fn donation_seen_by_donor_organizer_and_viewer() {
 }
 
 #[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_is_counted_once() {
+    // phoenix.js apps retry a push after a timeout, possibly from a new socket after a
+    // reconnect: the key makes the retry answer with the first donation.
+    let server = TestServer::start().await;
+    let topic = "donations:campaign:1";
+    let donation = json!({"amount": "12.00", "donor_name": "Aisha", "idempotency_key": "b7c1"});
+    let mut first = Client::connect(&server, Some(&token("5", &[]))).await;
+    let (jr, _) = first.join(topic, json!({})).await;
+    let reply = first
+        .push(&jr, topic, "new_donation", donation.clone())
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let mut again = Client::connect(&server, Some(&token("5", &[]))).await;
+    let (jr, _) = again.join(topic, json!({})).await;
+    let retry = again
+        .push(&jr, topic, "new_donation", donation.clone())
+        .await;
+    assert_eq!(retry, reply, "the same answer");
+    // Another user's identical key is another donation.
+    let mut other = Client::connect(&server, Some(&token("6", &[]))).await;
+    let (jr, _) = other.join(topic, json!({})).await;
+    let theirs = other.push(&jr, topic, "new_donation", donation).await;
+    assert_ne!(
+        theirs["response"]["donation_id"],
+        reply["response"]["donation_id"]
+    );
+    let mut late = Client::connect(&server, None).await;
+    late.join(topic, json!({})).await;
+    let state = late.event(topic, "campaign_state").await;
+    assert_eq!(state[4]["campaign"]["donation_count"], 2);
+    assert_eq!(state[4]["campaign"]["total"], "24.00");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn validation_errors_and_unknown_events() {
     let server = TestServer::start().await;
     let topic = "donations:campaign:1";

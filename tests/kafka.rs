@@ -255,7 +255,11 @@ async fn two_owners_of_the_same_partitions_count_every_donation_once() {
     let total = |c: &serde_json::Value| -> f64 {
         c["total"].as_str().expect("total").parse().expect("number")
     };
-    assert_eq!(count(&campaign) - count(&before), DONATIONS as u64, "{campaign}");
+    assert_eq!(
+        count(&campaign) - count(&before),
+        DONATIONS as u64,
+        "{campaign}"
+    );
     let added = total(&campaign) - total(&before);
     assert!(
         (added - 1.25 * DONATIONS as f64).abs() < 0.001,

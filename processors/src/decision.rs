@@ -15,6 +15,9 @@ pub struct Needs {
     pub new_campaign_id: bool,
     /// The presences of the command's topic that pass this filter.
     pub presence: Option<PresenceFilter>,
+    /// The id a client's idempotency key stores the command's outcome under: a command whose
+    /// key was used before is answered from that outcome, not decided.
+    pub alias: Option<String>,
 }
 
 /// The state a decision is made on.
@@ -143,4 +146,22 @@ pub struct Outcome {
     /// The domain events. (Stored as `events`, its name in outcomes written before.)
     #[serde(default, rename = "events")]
     pub domain_events: Vec<DomainEvent>,
+}
+
+impl Outcome {
+    /// The answer to `retry`, a repeat of the request this outcome answered (the same client
+    /// idempotency key): the same reply and pushes, to the retrying socket; nothing broadcast
+    /// or recorded again.
+    pub fn answer_again(&self, retry: &Command) -> Outcome {
+        Outcome {
+            delivery: self.delivery.as_ref().map(|first| Delivery {
+                socket: retry.socket.clone(),
+                topic: retry.topic.clone(),
+                reply: first.reply.clone(),
+                pushes: first.pushes.clone(),
+            }),
+            broadcasts: Vec::new(),
+            domain_events: Vec::new(),
+        }
+    }
 }

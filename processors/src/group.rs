@@ -272,6 +272,8 @@ struct Group {
     campaigns: HashMap<String, Campaign>,
     /// Topics whose presences the unstored decisions change.
     presence_topics: HashSet<String>,
+    /// Idempotency aliases used by the group's commands, with the command that first did.
+    aliases: HashMap<String, usize>,
 }
 
 impl Group {
@@ -302,6 +304,27 @@ impl Group {
         self.campaigns.clear();
         self.presence_topics.clear();
         Ok(())
+    }
+
+    /// The outcome a client idempotency key already answered with, if any: by a command
+    /// earlier in this group, or stored (after settling the campaign, whose last group may
+    /// hold it unfinished).
+    async fn first_answer(
+        &self,
+        store: &dyn Store,
+        alias: &str,
+        campaign: Option<&Campaign>,
+        position: Position,
+    ) -> Result<Option<Outcome>, AttemptError> {
+        if let Some(&earlier) = self.aliases.get(alias) {
+            return Ok(Some(self.outcomes[earlier].clone()));
+        }
+        let mut stored = store.outcome(alias).await?;
+        if let (None, Some(campaign)) = (&stored, campaign) {
+            store.settle(&campaign.id, position.partition).await?;
+            stored = store.outcome(alias).await?;
+        }
+        stored.map(|v| parse_outcome(alias, v)).transpose()
     }
 
     fn answer(&mut self, outcome: Outcome, result: &'static str) {
@@ -351,6 +374,16 @@ async fn process(
             group.answer(parse_outcome(&command.id, stored)?, "replayed");
             continue;
         }
+        if let Some(alias) = &needs.alias {
+            if let Some(first) = group
+                .first_answer(store, alias, campaign.as_ref(), position)
+                .await?
+            {
+                group.answer(first.answer_again(command), "replayed");
+                continue;
+            }
+            group.aliases.insert(alias.clone(), index);
+        }
         let new_campaign_id = if needs.new_campaign_id {
             Some(free_campaign_id(store, command, position).await?)
         } else {
@@ -385,7 +418,7 @@ async fn process(
                 Write::ForgetPresenceTopic { topic, .. } => {
                     group.presence_topics.insert(topic.clone());
                 }
-                Write::InsertDonation(_) => {}
+                Write::InsertDonation(_) | Write::OutcomeAlias(_) => {}
             }
         }
         let body = serde_json::to_value(&outcome)

@@ -49,6 +49,22 @@ pub async fn run_all<S: Store>(store: &S) {
     concurrent_writers_on_different_campaigns(store, &run).await;
     presences_track_filter_and_untrack(store, &run).await;
     two_owners_apply_every_command_once(store, store).await;
+    outcome_aliases_answer_retries(store, &run).await;
+}
+
+/// An outcome stored under an alias (a client's idempotency key) reads back under it.
+pub async fn outcome_aliases_answer_retries<S: Store>(store: &S, run: &str) {
+    let alias = format!("{run}-alias");
+    let first = json!({"first": true});
+    store
+        .apply(
+            &format!("{run}-aliased"),
+            &[Write::OutcomeAlias(alias.clone())],
+            &first,
+        )
+        .await
+        .expect("apply");
+    assert_eq!(store.outcome(&alias).await.expect("read"), Some(first));
 }
 
 fn unique_prefix() -> String {

@@ -336,7 +336,17 @@ impl Store for EmbeddedStore {
             }
             for (command_id, writes, outcome) in &commands {
                 for write in writes {
-                    apply_write(&tx, write)?;
+                    match write {
+                        Write::OutcomeAlias(alias) => {
+                            tx.execute(
+                                "INSERT INTO processed_commands (command_id, outcome)
+                                 VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                                params![alias, outcome],
+                            )
+                            .map_err(unavailable)?;
+                        }
+                        write => apply_write(&tx, write)?,
+                    }
                 }
                 tx.execute(
                     "INSERT INTO processed_commands (command_id, outcome) VALUES (?1, ?2)",
@@ -376,10 +386,11 @@ fn put_campaign(tx: &rusqlite::Transaction<'_>, campaign: &Campaign) -> Result<(
     Ok(())
 }
 
-/// One write other than a campaign's (those are [`put_campaign`]'s), idempotent by key.
+/// One write other than a campaign's (those are [`put_campaign`]'s) or an outcome alias
+/// (stored with the outcome), idempotent by key.
 fn apply_write(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<(), StoreError> {
     match write {
-        Write::PutCampaign(_) => {}
+        Write::PutCampaign(_) | Write::OutcomeAlias(_) => {}
         Write::InsertDonation(donation) => {
             let body = serde_json::to_string(donation).map_err(corrupt)?;
             tx.execute(

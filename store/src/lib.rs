@@ -72,6 +72,9 @@ pub enum Write {
     Track(Presence),
     /// Stop tracking a presence.
     Untrack(Presence),
+    /// Store the command's outcome under this id too: a client's idempotency key, so a retry
+    /// of the same request (a new command) finds the first one's answer.
+    OutcomeAlias(String),
     /// Forget that a connector has presences on a topic (after they were all expired).
     ForgetPresenceTopic {
         /// The connector.

@@ -4,7 +4,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use store::{Campaign, Donation, Visibility, Write};
 use topics::events::{DomainEvent, DonationCreated, GoalUpdated, MilestoneReached};
-use topics::{Audience, Claims, Command, Refusal, Transform};
+use topics::{Audience, Claims, Command, CommandKind, Refusal, Transform};
 
 use crate::decision::{Decision, NewBroadcast, View};
 use crate::money::{format_money, parse_amount};
@@ -16,6 +16,28 @@ pub(crate) const ANONYMOUS: &str = "Anonymous";
 /// Percentages of the goal that are announced when crossed.
 pub(crate) const MILESTONES: [u32; 4] = [25, 50, 75, 100];
 const MAX_DONOR_NAME: usize = 100;
+/// Longest client idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 100;
+
+/// The id a `new_donation`'s `idempotency_key` stores its outcome under, if it has a valid
+/// one: scoped by topic and user (anonymous sockets share one scope), so one user's key never
+/// answers another's. Written as a JSON array, so no key can be mistaken for another.
+pub(crate) fn idempotency_alias(command: &Command) -> Option<String> {
+    let CommandKind::Event { event, payload } = &command.kind else {
+        return None;
+    };
+    if event != "new_donation" {
+        return None;
+    }
+    let Some(Value::String(key)) = payload.get("idempotency_key") else {
+        return None;
+    };
+    if key.trim().is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY {
+        return None;
+    }
+    let user = command.claims.user_id.as_deref().unwrap_or_default();
+    Some(format!("idempotency:{}", json!([command.topic, user, key])))
+}
 
 fn topic(campaign: &Campaign) -> String {
     format!("donations:campaign:{}", campaign.id)
@@ -110,6 +132,19 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
             None
         }
     };
+    match payload.get("idempotency_key") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(key)) if key.trim().is_empty() => {
+            add_error(&mut errors, "idempotency_key", "can't be blank".into());
+        }
+        Some(Value::String(key)) if key.chars().count() > MAX_IDEMPOTENCY_KEY => add_error(
+            &mut errors,
+            "idempotency_key",
+            format!("should be at most {MAX_IDEMPOTENCY_KEY} character(s)"),
+        ),
+        Some(Value::String(_)) => {}
+        Some(_) => add_error(&mut errors, "idempotency_key", "must be a string".into()),
+    }
     match payload.get("currency") {
         None | Some(Value::Null) => {}
         Some(Value::String(c)) if *c == campaign.currency => {}
@@ -191,12 +226,14 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
             reached_at: view.now.clone(),
         }));
     }
+    let mut writes = vec![
+        Write::PutCampaign(updated),
+        Write::InsertDonation(donation.clone()),
+    ];
+    writes.extend(idempotency_alias(command).map(Write::OutcomeAlias));
     Decision {
         broadcasts,
-        writes: vec![
-            Write::PutCampaign(updated),
-            Write::InsertDonation(donation.clone()),
-        ],
+        writes,
         domain_events,
         ..Decision::ok(json!({ "donation_id": donation.id }))
     }
@@ -335,6 +372,48 @@ mod tests {
             }
             other => panic!("unexpected write {other:?}"),
         }
+    }
+
+    #[test]
+    fn idempotency_keys_are_validated_scoped_and_stored_as_an_alias() {
+        let view = view_with(sample_campaign("1"));
+        let donate = |user: Option<&str>, key: Value| {
+            event(
+                "donations:campaign:1",
+                claims(user, &[]),
+                "new_donation",
+                json!({"amount": "5", "donor_name": "Sam", "idempotency_key": key}),
+            )
+        };
+        for (key, message) in [
+            (json!(""), "can't be blank"),
+            (json!("k".repeat(101)), "should be at most 100 character(s)"),
+            (json!(7), "must be a string"),
+        ] {
+            let d = decide(&donate(Some("4"), key), &view);
+            assert_eq!(
+                d.reply.expect("reply").response,
+                json!({"errors": {"idempotency_key": [message]}})
+            );
+        }
+        let keyed = donate(Some("4"), json!("retry-1"));
+        let alias = idempotency_alias(&keyed).expect("an alias");
+        assert!(decide(&keyed, &view)
+            .writes
+            .contains(&Write::OutcomeAlias(alias.clone())));
+        assert_eq!(crate::needs(&keyed).alias.as_deref(), Some(alias.as_str()));
+        let other_user = idempotency_alias(&donate(Some("5"), json!("retry-1")));
+        assert_ne!(
+            other_user.as_deref(),
+            Some(alias.as_str()),
+            "scoped by user"
+        );
+        let unkeyed = donate(Some("4"), Value::Null);
+        assert_eq!(idempotency_alias(&unkeyed), None);
+        assert!(!decide(&unkeyed, &view)
+            .writes
+            .iter()
+            .any(|w| matches!(w, Write::OutcomeAlias(_))));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub fn needs(command: &Command) -> Needs {
         (Route::Campaign(id), CommandKind::Join { .. } | CommandKind::Event { .. }) => Needs {
             campaign: Some(id),
             presence,
+            alias: campaign::idempotency_alias(command),
             ..Needs::default()
         },
         (Route::Admin(_), CommandKind::Event { event, .. }) if event == "create_campaign" => {

@@ -142,3 +142,40 @@ async fn a_command_under_the_fence_is_answered_not_applied() {
     let campaign = store.campaign("1").await.expect("read").expect("exists");
     assert_eq!(campaign.donation_count, 1);
 }
+
+#[tokio::test]
+async fn a_retried_request_with_its_idempotency_key_counts_once_and_gets_the_same_answer() {
+    let (_dir, log, store) = seeded().await;
+    let mut deliveries = from_start(&*log, DELIVERIES).await;
+    let keyed = |id: &str, msg_ref: &str| {
+        let mut command = donation("9", id);
+        if let topics::CommandKind::Event { payload, .. } = &mut command.kind {
+            payload["idempotency_key"] = json!("order-77");
+        }
+        command.socket.msg_ref = Some(msg_ref.to_owned());
+        command
+    };
+    // The first attempt and a retry in one group, then a later retry alone.
+    group_of(&*log, &store, &[keyed("try1", "1"), keyed("try2", "2")], 0).await;
+    group_of(&*log, &store, &[keyed("try3", "3")], 2).await;
+    let campaign = store.campaign("1").await.expect("read").expect("exists");
+    assert_eq!(
+        campaign.donation_count, 1,
+        "one donation for three attempts"
+    );
+    assert_eq!(campaign.total, rust_decimal::Decimal::new(900, 2));
+    let mut ids = Vec::new();
+    for msg_ref in ["1", "2", "3"] {
+        let delivery: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
+        assert_eq!(
+            delivery.socket.msg_ref.as_deref(),
+            Some(msg_ref),
+            "to each attempt"
+        );
+        ids.push(delivery.reply.expect("a reply").response["donation_id"].clone());
+    }
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "the same donation: {ids:?}"
+    );
+}

@@ -35,11 +35,18 @@ pub(crate) struct Protocol<T> {
 }
 
 impl<T: Tables> Protocol<T> {
-    /// The idempotent writes of one command (its campaign's are the compare-and-set's).
-    async fn finish(&self, writes: &[Write]) -> Result<(), StoreError> {
+    /// The idempotent writes of one command (its campaign's are the compare-and-set's), then
+    /// its outcome (under its id, last: an outcome present means the command is finished).
+    async fn finish(
+        &self,
+        command_id: &str,
+        writes: &[Write],
+        outcome: &str,
+    ) -> Result<(), StoreError> {
         for write in writes {
             match write {
                 Write::PutCampaign(_) => {}
+                Write::OutcomeAlias(alias) => self.tables.put_outcome(alias, outcome).await?,
                 Write::InsertDonation(donation) => {
                     // The donation is the campaign's `donation_count`-th; the campaign write
                     // of the same command carries that count.
@@ -74,7 +81,7 @@ impl<T: Tables> Protocol<T> {
                 }
             }
         }
-        Ok(())
+        self.tables.put_outcome(command_id, outcome).await
     }
 
     /// The next value of a sequence, taken with a compare-and-set.
@@ -157,10 +164,15 @@ impl<T: Tables> Store for Protocol<T> {
         let Some(text) = row.pending.get(&key) else {
             return Ok(());
         };
-        for command in pending_commands(text)? {
-            self.finish(&command.writes).await?;
-            self.tables
-                .put_outcome(&command.id, &command.outcome.to_string())
+        let commands = pending_commands(text)?;
+        // Outcomes are written last and in order: the last one stored means done.
+        if let Some(last) = commands.last() {
+            if self.tables.outcome(&last.id).await?.is_some() {
+                return Ok(());
+            }
+        }
+        for command in commands {
+            self.finish(&command.id, &command.writes, &command.outcome.to_string())
                 .await?;
         }
         Ok(())
@@ -224,10 +236,12 @@ impl<T: Tables> Store for Protocol<T> {
             }
         }
         for decided in batch {
-            self.finish(decided.writes).await?;
-            self.tables
-                .put_outcome(decided.command_id, &decided.outcome.to_string())
-                .await?;
+            self.finish(
+                decided.command_id,
+                decided.writes,
+                &decided.outcome.to_string(),
+            )
+            .await?;
         }
         Ok(vec![Applied::Stored; batch.len()])
     }
