@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use connector::{ConnectorConfig, JwtSecret};
 use eventlog::KafkaConfig;
@@ -211,8 +212,8 @@ pub struct DevArgs {
     /// Directory for the embedded log and store.
     #[arg(long, env = "FAWKES_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Do not create the demo campaigns.
-    #[arg(long, env = "FAWKES_NO_SEED")]
+    /// Do not create the demo campaigns (`fawkes dev` creates them by default).
+    #[arg(long, env = "FAWKES_NO_SEED", value_parser = BoolishValueParser::new())]
     pub no_seed: bool,
 }
 
@@ -220,6 +221,11 @@ impl DevArgs {
     /// Every problem with these settings, so all can be fixed at once.
     pub fn problems(&self) -> Vec<String> {
         self.socket.problems()
+    }
+
+    /// Whether to create the demo campaigns: yes unless `--no-seed`.
+    pub fn seed(&self) -> bool {
+        !self.no_seed
     }
 
     /// The JWT secret, and whether it is the development default.
@@ -326,9 +332,10 @@ pub struct ProcessorArgs {
     /// each connector's own lease), e.g. 10s.
     #[arg(long, env = "FAWKES_PRESENCE_LEASE", default_value = "10s", value_parser = parse_ttl)]
     pub presence_lease: Duration,
-    /// Do not create the demo campaigns.
-    #[arg(long, env = "FAWKES_NO_SEED")]
-    pub no_seed: bool,
+    /// Create the demo campaigns (`1` and `2`) in the store at start, keeping existing ones.
+    /// Off by default: a production store never gets demo data unless asked.
+    #[arg(long, env = "FAWKES_SEED", value_parser = BoolishValueParser::new())]
+    pub seed: bool,
     /// Scylla settings (the store; embedded in `--data-dir` when no nodes are set).
     #[command(flatten)]
     pub scylla: ScyllaArgs,
@@ -459,6 +466,29 @@ mod tests {
         assert!(parse_partitions("8").is_err());
         assert!(parse_partitions("x").is_err());
         assert!(parse_partitions("").is_err());
+    }
+
+    #[test]
+    fn only_dev_seeds_demo_data_by_default() {
+        let dev = |args: &[&str]| match Cli::parse_from(args).command {
+            Some(Command::Dev(args)) => args.seed(),
+            other => panic!("dev: {other:?}"),
+        };
+        let processor = |args: &[&str]| match Cli::parse_from(args).command {
+            Some(Command::Processor(args)) => args.seed,
+            other => panic!("processor: {other:?}"),
+        };
+        assert!(
+            Cli::parse_from(["fawkes"]).dev.seed(),
+            "bare `fawkes` seeds"
+        );
+        assert!(dev(&["fawkes", "dev"]));
+        assert!(!dev(&["fawkes", "dev", "--no-seed"]));
+        assert!(
+            !processor(&["fawkes", "processor"]),
+            "a processor never seeds unasked"
+        );
+        assert!(processor(&["fawkes", "processor", "--seed"]));
     }
 
     #[test]

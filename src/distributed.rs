@@ -86,14 +86,14 @@ pub async fn processor(
             let scylla = store::ScyllaStore::connect(&config)
                 .await
                 .context("cannot connect to Scylla (has `fawkes schema apply` run?)")?;
-            if !args.no_seed {
+            if args.seed {
                 crate::seed::seed(&scylla)
                     .await
                     .context("cannot seed demo data")?;
             }
             Arc::new(scylla)
         }
-        None => crate::dev::open_store(&args.data_dir, !args.no_seed).await?,
+        None => crate::dev::open_store(&args.data_dir, args.seed).await?,
     };
 
     let registry = prometheus::Registry::new();
