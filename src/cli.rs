@@ -243,21 +243,23 @@ pub struct KafkaArgs {
     /// Kafka bootstrap servers, `host:port[,host:port...]`.
     #[arg(long = "kafka-brokers", global = true, env = "FAWKES_KAFKA_BROKERS")]
     pub brokers: Option<String>,
-    /// `fetch.wait.max.ms`: how long a fetch waits for data. Low, because some brokers only
-    /// answer when it runs out.
+    /// `fetch.wait.max.ms`: the longest a fetch waits for data, in milliseconds. librdkafka's
+    /// own default (500): Apache Kafka answers a waiting fetch as soon as a record arrives.
+    /// Brokers that answer only when the wait runs out (Tansu) need it low (the tests use 1).
     #[arg(
         long = "kafka-fetch-wait-max-ms",
         global = true,
         env = "FAWKES_KAFKA_FETCH_WAIT_MAX_MS",
-        default_value_t = 5
+        default_value_t = eventlog::KafkaConfig::FETCH_WAIT_MAX_MS
     )]
     pub fetch_wait_max_ms: u32,
-    /// `session.timeout.ms` of processors in their consumer group.
+    /// `session.timeout.ms` of processors in their consumer group, in milliseconds: how soon a
+    /// dead processor's partitions move to the others.
     #[arg(
         long = "kafka-session-timeout-ms",
         global = true,
         env = "FAWKES_KAFKA_SESSION_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = eventlog::KafkaConfig::SESSION_TIMEOUT_MS
     )]
     pub session_timeout_ms: u32,
 }

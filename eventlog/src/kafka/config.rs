@@ -24,13 +24,22 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
-    /// Defaults tuned for low latency, for `brokers`.
+    /// Default `fetch.wait.max.ms`: librdkafka's own. Apache Kafka answers a waiting fetch as
+    /// soon as a record arrives, so this bounds idle polling, not latency. Brokers that answer
+    /// only when the wait runs out (Tansu) need a few milliseconds instead; tests set it.
+    pub const FETCH_WAIT_MAX_MS: u32 = 500;
+    /// Default `session.timeout.ms`: a dead processor's partitions move after 10 s (the
+    /// Kafka client default, 45 s, would stall its campaigns that long).
+    pub const SESSION_TIMEOUT_MS: u32 = 10_000;
+
+    /// Defaults for a Kafka cluster, for `brokers`.
     pub fn new(brokers: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
             client_id: "fawkes".into(),
-            fetch_wait_max_ms: 5,
-            session_timeout_ms: 10_000,
+            fetch_wait_max_ms: Self::FETCH_WAIT_MAX_MS,
+            session_timeout_ms: Self::SESSION_TIMEOUT_MS,
+            // Small records leave within a millisecond; batching still happens under load.
             linger_ms: 1,
             group_instance_id: None,
             produce_timeout: Duration::from_secs(10),
