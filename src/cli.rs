@@ -1,13 +1,14 @@
 //! The command line. Every flag has a `FAWKES_*` environment twin.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use connector::{ConnectorConfig, JwtSecret};
-use eventlog::KafkaConfig;
+use eventlog::{KafkaConfig, TopicPlacement};
 use store::{Consistency, ScyllaConfig};
 
 /// The secret `fawkes dev` uses when none is configured. Never for production.
@@ -355,14 +356,39 @@ pub struct TopicsArgs {
 }
 
 /// `fawkes topics` actions.
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum TopicsAction {
-    /// Create every Fawkes topic with its partitions and settings (existing ones are kept).
-    Create,
+    /// Create every Fawkes topic with its partitions and settings (existing ones are kept, and
+    /// checked for the partition count this build routes to).
+    Create(TopicsCreateArgs),
     /// List the topics on the cluster.
     List,
     /// Print the topic definitions as JSON (the manifest in infra/topics.json).
     Manifest,
+}
+
+/// Settings of `fawkes topics create`: how the new topics are replicated.
+#[derive(Debug, Clone, Args)]
+pub struct TopicsCreateArgs {
+    /// Replicas of every partition (3 on a production cluster). Absent: the brokers'
+    /// `default.replication.factor`, as with `kafka-topics.sh --create`.
+    #[arg(long, env = "FAWKES_TOPICS_REPLICATION_FACTOR")]
+    pub replication_factor: Option<NonZeroU16>,
+    /// `min.insync.replicas` of the topics (2 with a replication factor of 3): the replicas
+    /// that must hold a record before the producers' `acks=all` acknowledges it. Absent: the
+    /// brokers' default.
+    #[arg(long, env = "FAWKES_TOPICS_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<NonZeroU16>,
+}
+
+impl TopicsCreateArgs {
+    /// The placement of the new topics.
+    pub fn placement(&self) -> TopicPlacement {
+        TopicPlacement {
+            replication_factor: self.replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+        }
+    }
 }
 
 /// Settings of `fawkes token`.
@@ -491,6 +517,36 @@ mod tests {
             "a processor never seeds unasked"
         );
         assert!(processor(&["fawkes", "processor", "--seed"]));
+    }
+
+    #[test]
+    fn topics_create_places_topics_as_asked() {
+        let placement = |args: &[&str]| match Cli::parse_from(args).command {
+            Some(Command::Topics(TopicsArgs {
+                action: TopicsAction::Create(create),
+                ..
+            })) => create.placement(),
+            other => panic!("topics create: {other:?}"),
+        };
+        assert_eq!(
+            placement(&["fawkes", "topics", "create"]),
+            TopicPlacement::default()
+        );
+        let production = placement(&[
+            "fawkes",
+            "topics",
+            "create",
+            "--replication-factor",
+            "3",
+            "--min-insync-replicas",
+            "2",
+        ]);
+        assert_eq!(production.replication(), 3);
+        assert!(production.problems().is_empty());
+        assert!(
+            Cli::try_parse_from(["fawkes", "topics", "create", "--replication-factor", "0"])
+                .is_err()
+        );
     }
 
     #[test]

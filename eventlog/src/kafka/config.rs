@@ -1,5 +1,6 @@
 //! Connection settings for Kafka: plain values, so the binary's flags parse in any build.
 
+use std::num::NonZeroU16;
 use std::time::Duration;
 
 /// Connection settings for Kafka.
@@ -44,5 +45,77 @@ impl KafkaConfig {
             group_instance_id: None,
             produce_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// How new topics are placed on the cluster (`fawkes topics create`). Unset values leave the
+/// choice to the brokers (`default.replication.factor`, `min.insync.replicas`), as
+/// `kafka-topics.sh --create` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicPlacement {
+    /// Replicas of every partition; the broker's `default.replication.factor` when `None`.
+    pub replication_factor: Option<NonZeroU16>,
+    /// `min.insync.replicas` of every topic: with the producers' `acks=all`, how many replicas
+    /// must hold a record before it is acknowledged. The broker's default when `None`.
+    pub min_insync_replicas: Option<NonZeroU16>,
+}
+
+impl TopicPlacement {
+    /// Every problem with this placement (empty when it can be used).
+    pub fn problems(&self) -> Vec<String> {
+        match (self.replication_factor, self.min_insync_replicas) {
+            (Some(factor), Some(min)) if min > factor => vec![format!(
+                "min.insync.replicas ({min}) is larger than the replication factor ({factor}): \
+                 no record could ever be acknowledged"
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The topic settings this placement adds to a topic's own.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        self.min_insync_replicas
+            .map(|min| ("min.insync.replicas", min.to_string()))
+            .into_iter()
+            .collect()
+    }
+
+    /// The replication factor to ask for; -1 asks for the broker's default.
+    pub fn replication(&self) -> i32 {
+        self.replication_factor.map_or(-1, |f| i32::from(f.get()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(factor: u16, min: u16) -> TopicPlacement {
+        TopicPlacement {
+            replication_factor: NonZeroU16::new(factor),
+            min_insync_replicas: NonZeroU16::new(min),
+        }
+    }
+
+    #[test]
+    fn unset_placement_leaves_the_choice_to_the_brokers() {
+        let default = TopicPlacement::default();
+        assert_eq!(default.replication(), -1);
+        assert!(default.settings().is_empty());
+        assert!(default.problems().is_empty());
+    }
+
+    #[test]
+    fn a_placement_sets_replication_and_min_insync() {
+        let production = placement(3, 2);
+        assert_eq!(production.replication(), 3);
+        assert_eq!(
+            production.settings(),
+            vec![("min.insync.replicas", "2".to_owned())]
+        );
+        assert!(production.problems().is_empty());
+        assert_eq!(placement(2, 3).problems().len(), 1);
+        // Only the brokers know their default factor; Kafka checks it when records arrive.
+        assert!(placement(0, 3).problems().is_empty());
     }
 }

@@ -15,6 +15,6 @@ mod config;
 #[cfg(feature = "kafka")]
 mod log;
 
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, TopicPlacement};
 #[cfg(feature = "kafka")]
 pub use log::{Created, KafkaLog};
