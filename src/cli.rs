@@ -1,12 +1,14 @@
 //! The command line. Every flag has a `FAWKES_*` environment twin.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use connector::{ConnectorConfig, JwtSecret};
-use eventlog::KafkaConfig;
+use eventlog::{KafkaConfig, TopicPlacement};
 use store::{Consistency, ScyllaConfig};
 
 /// The secret `fawkes dev` uses when none is configured. Never for production.
@@ -211,8 +213,8 @@ pub struct DevArgs {
     /// Directory for the embedded log and store.
     #[arg(long, env = "FAWKES_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Do not create the demo campaigns.
-    #[arg(long, env = "FAWKES_NO_SEED")]
+    /// Do not create the demo campaigns (`fawkes dev` creates them by default).
+    #[arg(long, env = "FAWKES_NO_SEED", value_parser = BoolishValueParser::new())]
     pub no_seed: bool,
 }
 
@@ -220,6 +222,11 @@ impl DevArgs {
     /// Every problem with these settings, so all can be fixed at once.
     pub fn problems(&self) -> Vec<String> {
         self.socket.problems()
+    }
+
+    /// Whether to create the demo campaigns: yes unless `--no-seed`.
+    pub fn seed(&self) -> bool {
+        !self.no_seed
     }
 
     /// The JWT secret, and whether it is the development default.
@@ -237,21 +244,23 @@ pub struct KafkaArgs {
     /// Kafka bootstrap servers, `host:port[,host:port...]`.
     #[arg(long = "kafka-brokers", global = true, env = "FAWKES_KAFKA_BROKERS")]
     pub brokers: Option<String>,
-    /// `fetch.wait.max.ms`: how long a fetch waits for data. Low, because some brokers only
-    /// answer when it runs out.
+    /// `fetch.wait.max.ms`: the longest a fetch waits for data, in milliseconds. librdkafka's
+    /// own default (500): Apache Kafka answers a waiting fetch as soon as a record arrives.
+    /// Brokers that answer only when the wait runs out (Tansu) need it low (the tests use 1).
     #[arg(
         long = "kafka-fetch-wait-max-ms",
         global = true,
         env = "FAWKES_KAFKA_FETCH_WAIT_MAX_MS",
-        default_value_t = 5
+        default_value_t = eventlog::KafkaConfig::FETCH_WAIT_MAX_MS
     )]
     pub fetch_wait_max_ms: u32,
-    /// `session.timeout.ms` of processors in their consumer group.
+    /// `session.timeout.ms` of processors in their consumer group, in milliseconds: how soon a
+    /// dead processor's partitions move to the others.
     #[arg(
         long = "kafka-session-timeout-ms",
         global = true,
         env = "FAWKES_KAFKA_SESSION_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = eventlog::KafkaConfig::SESSION_TIMEOUT_MS
     )]
     pub session_timeout_ms: u32,
 }
@@ -326,9 +335,10 @@ pub struct ProcessorArgs {
     /// each connector's own lease), e.g. 10s.
     #[arg(long, env = "FAWKES_PRESENCE_LEASE", default_value = "10s", value_parser = parse_ttl)]
     pub presence_lease: Duration,
-    /// Do not create the demo campaigns.
-    #[arg(long, env = "FAWKES_NO_SEED")]
-    pub no_seed: bool,
+    /// Create the demo campaigns (`1` and `2`) in the store at start, keeping existing ones.
+    /// Off by default: a production store never gets demo data unless asked.
+    #[arg(long, env = "FAWKES_SEED", value_parser = BoolishValueParser::new())]
+    pub seed: bool,
     /// Scylla settings (the store; embedded in `--data-dir` when no nodes are set).
     #[command(flatten)]
     pub scylla: ScyllaArgs,
@@ -346,14 +356,39 @@ pub struct TopicsArgs {
 }
 
 /// `fawkes topics` actions.
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum TopicsAction {
-    /// Create every Fawkes topic with its partitions and settings (existing ones are kept).
-    Create,
+    /// Create every Fawkes topic with its partitions and settings (existing ones are kept, and
+    /// checked for the partition count this build routes to).
+    Create(TopicsCreateArgs),
     /// List the topics on the cluster.
     List,
     /// Print the topic definitions as JSON (the manifest in infra/topics.json).
     Manifest,
+}
+
+/// Settings of `fawkes topics create`: how the new topics are replicated.
+#[derive(Debug, Clone, Args)]
+pub struct TopicsCreateArgs {
+    /// Replicas of every partition (3 on a production cluster). Absent: the brokers'
+    /// `default.replication.factor`, as with `kafka-topics.sh --create`.
+    #[arg(long, env = "FAWKES_TOPICS_REPLICATION_FACTOR")]
+    pub replication_factor: Option<NonZeroU16>,
+    /// `min.insync.replicas` of the topics (2 with a replication factor of 3): the replicas
+    /// that must hold a record before the producers' `acks=all` acknowledges it. Absent: the
+    /// brokers' default.
+    #[arg(long, env = "FAWKES_TOPICS_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<NonZeroU16>,
+}
+
+impl TopicsCreateArgs {
+    /// The placement of the new topics.
+    pub fn placement(&self) -> TopicPlacement {
+        TopicPlacement {
+            replication_factor: self.replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+        }
+    }
 }
 
 /// Settings of `fawkes token`.
@@ -459,6 +494,59 @@ mod tests {
         assert!(parse_partitions("8").is_err());
         assert!(parse_partitions("x").is_err());
         assert!(parse_partitions("").is_err());
+    }
+
+    #[test]
+    fn only_dev_seeds_demo_data_by_default() {
+        let dev = |args: &[&str]| match Cli::parse_from(args).command {
+            Some(Command::Dev(args)) => args.seed(),
+            other => panic!("dev: {other:?}"),
+        };
+        let processor = |args: &[&str]| match Cli::parse_from(args).command {
+            Some(Command::Processor(args)) => args.seed,
+            other => panic!("processor: {other:?}"),
+        };
+        assert!(
+            Cli::parse_from(["fawkes"]).dev.seed(),
+            "bare `fawkes` seeds"
+        );
+        assert!(dev(&["fawkes", "dev"]));
+        assert!(!dev(&["fawkes", "dev", "--no-seed"]));
+        assert!(
+            !processor(&["fawkes", "processor"]),
+            "a processor never seeds unasked"
+        );
+        assert!(processor(&["fawkes", "processor", "--seed"]));
+    }
+
+    #[test]
+    fn topics_create_places_topics_as_asked() {
+        let placement = |args: &[&str]| match Cli::parse_from(args).command {
+            Some(Command::Topics(TopicsArgs {
+                action: TopicsAction::Create(create),
+                ..
+            })) => create.placement(),
+            other => panic!("topics create: {other:?}"),
+        };
+        assert_eq!(
+            placement(&["fawkes", "topics", "create"]),
+            TopicPlacement::default()
+        );
+        let production = placement(&[
+            "fawkes",
+            "topics",
+            "create",
+            "--replication-factor",
+            "3",
+            "--min-insync-replicas",
+            "2",
+        ]);
+        assert_eq!(production.replication(), 3);
+        assert!(production.problems().is_empty());
+        assert!(
+            Cli::try_parse_from(["fawkes", "topics", "create", "--replication-factor", "0"])
+                .is_err()
+        );
     }
 
     #[test]

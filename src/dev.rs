@@ -34,7 +34,7 @@ pub async fn run(
         EmbeddedLog::open(args.data_dir.join("log"))
             .with_context(|| format!("cannot open the log in {}", args.data_dir.display()))?,
     );
-    let store = open_store(&args.data_dir, !args.no_seed).await?;
+    let store = open_store(&args.data_dir, args.seed()).await?;
     let config = args
         .socket
         .connector_config(crate::unique_id("dev"), secret);

@@ -86,14 +86,14 @@ pub async fn processor(
             let scylla = store::ScyllaStore::connect(&config)
                 .await
                 .context("cannot connect to Scylla (has `fawkes schema apply` run?)")?;
-            if !args.no_seed {
+            if args.seed {
                 crate::seed::seed(&scylla)
                     .await
                     .context("cannot seed demo data")?;
             }
             Arc::new(scylla)
         }
-        None => crate::dev::open_store(&args.data_dir, !args.no_seed).await?,
+        None => crate::dev::open_store(&args.data_dir, args.seed).await?,
     };
 
     let registry = prometheus::Registry::new();
@@ -173,11 +173,16 @@ pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&manifest())?);
         return Ok(());
     }
-    let kafka = args
-        .kafka
-        .config("fawkes-topics")
-        .map_err(anyhow::Error::msg)?;
-    provision(kafka, args.action).await
+    let mut problems = Vec::new();
+    if let TopicsAction::Create(create) = &args.action {
+        problems.extend(create.placement().problems());
+    }
+    let kafka = args.kafka.config("fawkes-topics");
+    if let Err(problem) = &kafka {
+        problems.push(problem.clone());
+    }
+    bail_on(problems)?;
+    provision(kafka.map_err(anyhow::Error::msg)?, args.action).await
 }
 
 /// `fawkes topics create|list` against the brokers of `kafka`.
@@ -185,17 +190,29 @@ pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
 async fn provision(kafka: KafkaConfig, action: TopicsAction) -> anyhow::Result<()> {
     let log = KafkaLog::connect(kafka).context("cannot set up the Kafka client")?;
     match action {
-        TopicsAction::Create => {
+        TopicsAction::Create(create) => {
+            let mut mismatched = Vec::new();
             for (name, created) in log
-                .create_topics(&topics::names::ALL)
+                .create_topics_placed(&topics::names::ALL, create.placement())
                 .await
                 .context("cannot create topics")?
             {
-                let what = match created {
-                    Created::Created => "created",
-                    Created::Existed => "exists",
-                };
-                println!("{name}\t{what}");
+                match created {
+                    Created::Created => println!("{name}\tcreated"),
+                    Created::Existed => println!("{name}\texists"),
+                    Created::Mismatch { partitions } => {
+                        println!("{name}\texists with {partitions} partitions");
+                        mismatched.push(name);
+                    }
+                }
+            }
+            if !mismatched.is_empty() {
+                anyhow::bail!(
+                    "{} exist with other partition counts than this fawkes routes to \
+                     (infra/topics.json); records would land on the wrong partitions. \
+                     Recreate them, or build fawkes with their counts in topics/src/names.rs",
+                    mismatched.join(", ")
+                );
             }
         }
         TopicsAction::List => {

@@ -1,4 +1,5 @@
-//! The `fawkes` binary's own surface: `fawkes token`, configuration errors, the idle timeout.
+//! The `fawkes` binary's own surface: `fawkes token`, configuration errors, the idle timeout,
+//! `topics create` settings.
 
 mod common;
 
@@ -90,4 +91,25 @@ fn schema_print_and_apply_without_nodes() {
         .expect("run fawkes schema apply");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("FAWKES_SCYLLA_NODES is required"));
+}
+
+#[test]
+fn topics_create_refuses_a_placement_that_could_never_acknowledge() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fawkes"))
+        .args(["topics", "create", "--replication-factor", "2"])
+        .args(["--min-insync-replicas", "3"])
+        .env_remove("FAWKES_KAFKA_BROKERS")
+        .output()
+        .expect("run fawkes topics create");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for problem in [
+        "min.insync.replicas (3)",
+        "FAWKES_KAFKA_BROKERS is required",
+    ] {
+        assert!(
+            stderr.contains(problem),
+            "{problem} not reported in:\n{stderr}"
+        );
+    }
 }

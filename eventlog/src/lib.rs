@@ -28,9 +28,9 @@ mod kafka;
 pub mod conformance;
 
 pub use embedded::EmbeddedLog;
-pub use kafka::KafkaConfig;
 #[cfg(feature = "kafka")]
 pub use kafka::{Created, KafkaLog};
+pub use kafka::{KafkaConfig, TopicPlacement};
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -108,6 +108,8 @@ impl Tansu {
         let mut env = vec![
             ("FAWKES_KAFKA_BROKERS", self.brokers.as_str()),
             ("FAWKES_PROCESSOR_GROUP", group),
+            // The tests use the demo campaigns; processors create them only when asked.
+            ("FAWKES_SEED", "true"),
             ("FAWKES_KAFKA_FETCH_WAIT_MAX_MS", "1"),
         ];
         env.extend_from_slice(extra_env);

@@ -25,7 +25,8 @@ before(async () => {
   for (let i = 0; i < 2; i++) {
     processes.push(await startFawkes(
       ["processor", "--metrics-listen", "127.0.0.1:0", "--data-dir", dataDir],
-      { ...kafka, FAWKES_PROCESSOR_GROUP: group },
+      // The tests use the demo campaigns; processors create them only when asked.
+      { ...kafka, FAWKES_PROCESSOR_GROUP: group, FAWKES_SEED: "true" },
     ));
   }
   connectorA = await startFawkes(["connector", "--listen", "127.0.0.1:0"], kafka);

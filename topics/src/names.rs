@@ -4,6 +4,15 @@
 //! partition and is handled in order by one processor. Deliveries are keyed by connector id,
 //! so a reply reaches only the connector whose socket asked. Broadcasts are read by every
 //! connector.
+//!
+//! Partition counts are part of the contract, compiled into every process: Fawkes picks the
+//! partition of a record itself ([`partition_for`]), so every connector and processor, the
+//! embedded log's files and the Kafka topics must agree on them. Commands have 8 partitions:
+//! at most 8 processors share the work of one deployment. For more, raise
+//! [`COMMANDS`]`.partitions` (say to 32 or 48), regenerate `infra/topics.json` with
+//! `fawkes topics manifest`, and start on fresh topics and a fresh data directory: records
+//! already written are not moved, so a key's old and new partitions would no longer agree
+//! (`fawkes topics create` refuses topics whose counts differ from these).
 
 /// One log topic: its name and how many partitions it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::KafkaConfig;
+use super::{KafkaConfig, TopicPlacement};
 use crate::{Consumer, Log, LogError, Pending, Record, StartAt, Subscription};
 use topics::names::{partition_for, TopicSpec};
 
@@ -60,8 +60,14 @@ impl std::fmt::Debug for KafkaLog {
 pub enum Created {
     /// The topic was created.
     Created,
-    /// It existed already.
+    /// It existed already, with the partition count Fawkes expects.
     Existed,
+    /// It existed already with another partition count. Fawkes routes records to partitions
+    /// itself with the count it was built with, so this cluster cannot be used as it is.
+    Mismatch {
+        /// The partitions the topic has on the cluster.
+        partitions: usize,
+    },
 }
 
 impl KafkaLog {
@@ -85,21 +91,42 @@ impl KafkaLog {
         Ok(Self { config, producer })
     }
 
-    /// Creates `topics` with their partitions and settings; existing topics are left alone.
+    /// Creates `topics` with their partitions and settings, replicated as the brokers' defaults
+    /// say; existing topics are left alone.
     pub async fn create_topics(
         &self,
         topics: &[TopicSpec],
     ) -> Result<Vec<(String, Created)>, LogError> {
+        self.create_topics_placed(topics, TopicPlacement::default())
+            .await
+    }
+
+    /// Creates `topics` with their partitions and settings, placed as `placement` says;
+    /// existing topics are left alone, and reported as [`Created::Mismatch`] when their
+    /// partition count differs from the definition's.
+    pub async fn create_topics_placed(
+        &self,
+        topics: &[TopicSpec],
+        placement: TopicPlacement,
+    ) -> Result<Vec<(String, Created)>, LogError> {
         let admin: AdminClient<DefaultClientContext> =
             base(&self.config).create().map_err(kafka)?;
-        let settings: Vec<Vec<(&str, String)>> = topics.iter().map(TopicSpec::settings).collect();
+        let settings: Vec<Vec<(&str, String)>> = topics
+            .iter()
+            .map(|spec| {
+                let mut settings = spec.settings();
+                settings.extend(placement.settings());
+                settings
+            })
+            .collect();
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
             .zip(&settings)
             .map(|(spec, settings)| {
                 let partitions = i32::try_from(spec.partitions).unwrap_or(i32::MAX);
+                let replication = TopicReplication::Fixed(placement.replication());
                 settings.iter().fold(
-                    NewTopic::new(spec.name, partitions, TopicReplication::Fixed(-1)),
+                    NewTopic::new(spec.name, partitions, replication),
                     |topic, (key, value)| topic.set(key, value),
                 )
             })
@@ -109,7 +136,7 @@ impl KafkaLog {
             .create_topics(&new_topics, &options)
             .await
             .map_err(kafka)?;
-        results
+        let mut outcomes = results
             .into_iter()
             .map(|result| match result {
                 Ok(name) => Ok((name, Created::Created)),
@@ -120,7 +147,12 @@ impl KafkaLog {
                     "cannot create topic {name}: {code}"
                 ))),
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if outcomes.iter().any(|(_, c)| *c == Created::Existed) {
+            let on_cluster = self.list_topics().await?;
+            check_partitions(&mut outcomes, topics, &on_cluster);
+        }
+        Ok(outcomes)
     }
 
     /// The offset the next record appended to `partition` of `topic` will get.
@@ -307,6 +339,26 @@ impl Log for KafkaLog {
     }
 }
 
+/// Marks topics that existed with another partition count than their definition as
+/// [`Created::Mismatch`]; `on_cluster` lists the cluster's topics and their partition counts.
+fn check_partitions(
+    outcomes: &mut [(String, Created)],
+    specs: &[TopicSpec],
+    on_cluster: &[(String, usize)],
+) {
+    for (name, created) in outcomes {
+        let spec = specs.iter().find(|t| t.name == name.as_str());
+        let found = on_cluster.iter().find(|(n, _)| n == name);
+        if let (Created::Existed, Some(spec), Some((_, partitions))) = (&created, spec, found) {
+            if u32::try_from(*partitions).ok() != Some(spec.partitions) {
+                *created = Created::Mismatch {
+                    partitions: *partitions,
+                };
+            }
+        }
+    }
+}
+
 /// The producer record for `key` on its partition of `topic` (Fawkes picks partitions itself).
 fn record<'a>(topic: TopicSpec, key: &'a [u8], value: &'a [u8]) -> FutureRecord<'a, [u8], [u8]> {
     let partition = partition_for(key, topic.partitions);
@@ -420,5 +472,26 @@ impl Consumer for KafkaConsumer {
 
     fn take_revoked(&mut self) -> Vec<u32> {
         std::mem::take(&mut *self.revoked.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topics::names::{COMMANDS, HEARTBEATS};
+
+    #[test]
+    fn existing_topics_with_other_partition_counts_are_reported() {
+        let mut outcomes = vec![
+            (COMMANDS.name.to_owned(), Created::Existed),
+            (HEARTBEATS.name.to_owned(), Created::Existed),
+        ];
+        let on_cluster = vec![
+            (COMMANDS.name.to_owned(), 32),
+            (HEARTBEATS.name.to_owned(), 1),
+        ];
+        check_partitions(&mut outcomes, &[COMMANDS, HEARTBEATS], &on_cluster);
+        assert_eq!(outcomes[0].1, Created::Mismatch { partitions: 32 });
+        assert_eq!(outcomes[1].1, Created::Existed);
     }
 }

@@ -4,9 +4,10 @@
 //! producer's partitioner, so the embedded and Kafka backends agree on where a key lives and a
 //! connector knows which partition carries its deliveries.
 //!
-//! `fetch.wait.max.ms` is part of the configuration and low by default: some Kafka-protocol
-//! brokers (Tansu) answer a waiting fetch only when it runs out, so librdkafka's 500 ms
-//! default would add half a second to every round trip.
+//! `fetch.wait.max.ms` is part of the configuration, librdkafka's 500 ms by default: Apache
+//! Kafka answers a waiting fetch as soon as data arrives. Some Kafka-protocol brokers (Tansu)
+//! answer only when the wait runs out, so against them it must be a few milliseconds (the
+//! tests set it), or every round trip gains half a second.
 //!
 //! Layout: `config` the settings (always built), `log` the rdkafka client (feature `kafka`).
 
@@ -14,6 +15,6 @@ mod config;
 #[cfg(feature = "kafka")]
 mod log;
 
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, TopicPlacement};
 #[cfg(feature = "kafka")]
 pub use log::{Created, KafkaLog};
