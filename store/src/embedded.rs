@@ -326,9 +326,7 @@ impl Store for EmbeddedStore {
                         return Ok(vec![Applied::Duplicate(previous)]);
                     }
                     // The group's later decisions did not see this one: decide them again.
-                    return Err(StoreError::Conflict(format!(
-                        "command {command_id} was applied by another writer"
-                    )));
+                    return Err(StoreError::AppliedMeanwhile(command_id.clone()));
                 }
             }
             for write in &plan.campaigns {

@@ -48,6 +48,10 @@ pub enum StoreError {
     /// first); deciding again on fresh state resolves it.
     #[error("campaign {0} was changed by another writer")]
     Conflict(String),
+    /// A command of a group was applied by another writer (a second owner) after the group
+    /// was decided; deciding the group again on fresh state resolves it.
+    #[error("command {0} was applied by another writer meanwhile")]
+    AppliedMeanwhile(String),
     /// Stored data could not be read back; retrying will not help.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -56,7 +60,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying the same operation later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Conflict(_) | StoreError::AppliedMeanwhile(_)
+        )
     }
 }
 
@@ -172,7 +179,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Stores a group of decided commands (see the guarantees above); one [`Applied`] per
     /// command, in order. A command of the group that was applied already makes the whole
-    /// call fail with [`StoreError::Conflict`] unless it is alone (then it is
+    /// call fail with [`StoreError::AppliedMeanwhile`] unless it is alone (then it is
     /// [`Applied::Duplicate`]): the group's later decisions were made on a state that did not
     /// include it, so they must be made again.
     async fn apply_batch(&self, batch: &[Decided<'_>]) -> Result<Vec<Applied>, StoreError>;
