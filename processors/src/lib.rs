@@ -13,10 +13,12 @@
 //! - `leases/`: expiring the presences of connectors that stopped heart-beating: the pure
 //!   lease book (`book`) and the sweep that reads heartbeats and appends expiries (`sweep`).
 //! - `runner`: the IO shell: consume, load, decide, persist, emit, commit.
+//! - `health`: the probe that keeps `fawkes_log_up` current while nothing else reads the log.
 //! - `metrics`: [`ProcessorMetrics`], the Prometheus metrics of the runner.
 
 mod channels;
 mod decision;
+mod health;
 mod leases;
 mod metrics;
 mod money;
