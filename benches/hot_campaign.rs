@@ -107,7 +107,11 @@ async fn donor(url: String, n: usize, duration: Duration, window: usize, every: 
                 let push = json!(["j", next_ref.to_string(), TOPIC, "new_donation",
                     {"amount": "1.00", "donor_name": format!("donor {n}")}]);
                 sent_at.lock().await.insert(next_ref, Instant::now());
-                if sink.send(Message::Text(push.to_string().into())).await.is_err() {
+                if sink
+                    .send(Message::Text(push.to_string().into()))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -170,7 +174,10 @@ async fn round(
         all.broadcasts += tally.broadcasts;
     }
     all.acks.sort();
-    (all, started.elapsed().min(duration + Duration::from_secs(15)))
+    (
+        all,
+        started.elapsed().min(duration + Duration::from_secs(15)),
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -164,6 +164,10 @@ pub struct SocketArgs {
     /// Presence diffs of one topic are folded and sent once per window, in milliseconds.
     #[arg(long, env = "FAWKES_PRESENCE_WINDOW_MS", default_value_t = 25)]
     pub presence_window_ms: u64,
+    /// How long a join or push waits for its command to be confirmed on the log, e.g. 5s;
+    /// after that it is answered `unavailable` (not confirmed: retry).
+    #[arg(long, env = "FAWKES_APPEND_TIMEOUT", default_value = "5s", value_parser = parse_ttl)]
+    pub append_timeout: Duration,
 }
 
 impl SocketArgs {
@@ -181,6 +185,9 @@ impl SocketArgs {
         }
         if self.presence_lease < Duration::from_secs(1) {
             problems.push("FAWKES_PRESENCE_LEASE must be at least 1s".to_owned());
+        }
+        if self.append_timeout < Duration::from_secs(1) {
+            problems.push("FAWKES_APPEND_TIMEOUT must be at least 1s".to_owned());
         }
         if !(1..=1000).contains(&self.presence_window_ms) {
             problems.push("FAWKES_PRESENCE_WINDOW_MS must be between 1 and 1000".to_owned());
@@ -200,6 +207,7 @@ impl SocketArgs {
         config.channel_rate_limit = self.channel_rate_limit;
         config.presence_lease = self.presence_lease;
         config.presence_window = Duration::from_millis(self.presence_window_ms);
+        config.append_timeout = self.append_timeout;
         config
     }
 }

@@ -45,14 +45,36 @@ pub async fn run(
         lease: args.socket.presence_lease,
         ..RunnerConfig::default()
     };
-    let runner = tokio::spawn(processors::run(
+    let mut runner = tokio::spawn(processors::run(
         runner_config,
         log.clone(),
         store,
         ProcessorMetrics::new(&registry),
         processors_stop.clone(),
     ));
-    let served = connector::run(config, listener, log, Metrics::new(registry), shutdown).await;
+    let connector_stop = shutdown.child_token();
+    let serving = connector::run(
+        config,
+        listener,
+        log,
+        Metrics::new(registry),
+        connector_stop.clone(),
+    );
+    tokio::pin!(serving);
+    let served = tokio::select! {
+        served = &mut serving => served,
+        ran = &mut runner => {
+            // The processors stopped while the connector serves: every command would go
+            // unanswered. Drain the connector and exit with the processors' error.
+            tracing::error!("the processors stopped; shutting down");
+            connector_stop.cancel();
+            let served = serving.await;
+            ran.context("the processor task panicked")?
+                .context("the processors failed")?;
+            served.context("the connector failed")?;
+            anyhow::bail!("the processors stopped unexpectedly");
+        }
+    };
     // The connector has drained; let the processors finish the command at hand.
     processors_stop.cancel();
     let ran = runner.await.context("the processor task panicked")?;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use connector::{JwtSecret, Metrics};
@@ -98,8 +99,24 @@ pub async fn processor(
 
     let registry = prometheus::Registry::new();
     let metrics = ProcessorMetrics::new(&registry);
+    let readiness = metrics.clone();
+    // `/healthz` is liveness (a processor whose worker or sweeper died exits instead);
+    // `/readyz` also says whether the log answers.
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let up = readiness.log_is_up();
+                async move {
+                    if up {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "log unreachable")
+                    }
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {
@@ -130,7 +147,13 @@ pub async fn processor(
     };
     let ran = processors::run(config, log, store, metrics, shutdown.clone()).await;
     shutdown.cancel();
-    let _ = metrics_server.await;
+    // A scraper holding a connection open must not hold the exit up.
+    if tokio::time::timeout(std::time::Duration::from_secs(2), metrics_server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the metrics server did not stop in time");
+    }
     ran.context("the processor failed")
 }
 

@@ -28,6 +28,9 @@ pub struct ConnectorConfig {
     pub presence_lease: Duration,
     /// Presence diffs of one topic are folded and sent once per window.
     pub presence_window: Duration,
+    /// How long a join or push waits for its command to be confirmed on the log before it is
+    /// answered `unavailable` (default 5 s; phoenix.js gives up on a push after 10 s).
+    pub append_timeout: Duration,
 }
 
 impl ConnectorConfig {
@@ -44,6 +47,7 @@ impl ConnectorConfig {
             reconnect_delay_ms: 1000,
             presence_lease: Duration::from_secs(10),
             presence_window: Duration::from_millis(25),
+            append_timeout: Duration::from_secs(5),
         }
     }
 }

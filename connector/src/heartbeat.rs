@@ -10,12 +10,16 @@ use tokio_util::sync::CancellationToken;
 use topics::names::HEARTBEATS;
 use topics::Heartbeat;
 
+use crate::metrics::Metrics;
+
 /// Heart-beats for `connector_id` until `shutdown`. A failed append is logged and the next
-/// beat tried on time: missing one of four beats per lease is harmless.
+/// beat tried on time: missing one of four beats per lease is harmless. A beat in flight is
+/// abandoned at `shutdown`, so a broker that does not answer cannot hold shutdown up.
 pub(crate) async fn beat(
     log: Arc<dyn Log>,
     connector_id: String,
     lease: Duration,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
@@ -31,16 +35,23 @@ pub(crate) async fn beat(
             lease_ms,
             sent_at: topics::timestamp::now(),
         };
-        let sent = match heartbeat.encode() {
-            Ok(bytes) => log
-                .append(HEARTBEATS, connector_id.as_bytes(), bytes)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
+        let bytes = match heartbeat.encode() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "a heartbeat could not be encoded");
+                continue;
+            }
         };
-        if let Err(error) = sent {
-            tracing::warn!(%error, "a heartbeat was not stored; presences may expire if this goes on");
+        let sent = tokio::select! {
+            () = shutdown.cancelled() => return,
+            sent = log.append(HEARTBEATS, connector_id.as_bytes(), bytes) => sent,
+        };
+        match sent {
+            Ok(_) => metrics.log_ok(),
+            Err(error) => {
+                metrics.log_failed("heartbeat", &error);
+                tracing::warn!(%error, "a heartbeat was not stored; presences may expire if this goes on");
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use eventlog::LogError;
 use serde_json::{json, Value};
 use topics::names::BROADCASTS;
 use topics::routes::{user_socket_topic, DISCONNECT_EVENT};
@@ -32,9 +33,14 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// Ready to take sockets: not draining, and the log answers (sockets would get `unavailable`
+/// replies otherwise; a load balancer should send them to a connector that reaches it).
+/// `/healthz` stays about liveness: a connector cut off from the log is alive and recovers.
 async fn ready(State(app): State<Arc<App>>) -> Response {
     if app.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if !app.metrics.log_is_up() {
+        (StatusCode::SERVICE_UNAVAILABLE, "log unreachable").into_response()
     } else {
         "ready".into_response()
     }
@@ -120,13 +126,19 @@ async fn publish(app: &App, topic: String, event: &str, payload: Value) -> Respo
             );
         }
     };
-    match app
+    let append = app
         .log
-        .append(BROADCASTS, broadcast.topic.as_bytes(), bytes)
+        .append(BROADCASTS, broadcast.topic.as_bytes(), bytes);
+    let appended = tokio::time::timeout(app.config.append_timeout, append)
         .await
-    {
-        Ok(_) => (StatusCode::ACCEPTED, Json(json!({ "status": "ok" }))).into_response(),
+        .unwrap_or_else(|_| Err(LogError::Unavailable("no acknowledgement in time".into())));
+    match appended {
+        Ok(_) => {
+            app.metrics.log_ok();
+            (StatusCode::ACCEPTED, Json(json!({ "status": "ok" }))).into_response()
+        }
         Err(error) => {
+            app.metrics.log_failed("append_broadcast", &error);
             tracing::error!(%error, "could not append an API broadcast");
             api_error(StatusCode::SERVICE_UNAVAILABLE, "the log is unavailable")
         }

@@ -14,6 +14,7 @@
 //! - `streams`: deliveries and broadcasts read from the log and routed to sockets.
 //! - `presence`: presence replicas and per-window folding of presence diffs.
 //! - `heartbeat`: the lease that keeps this connector's presences alive.
+//! - `health`: whether the log answers (`fawkes_log_up`, `/readyz`), and the probe.
 //! - `close`: the WebSocket close codes, and when each is sent.
 //! - `websocket/`: the WebSocket transport, the only module that speaks tungstenite: `mod`
 //!   the endpoint, `upgrade` the handshake, `duplex` the socket, `task` the session task.
@@ -30,6 +31,7 @@ mod auth;
 mod close;
 mod config;
 mod fanout;
+mod health;
 mod heartbeat;
 mod http;
 mod metrics;
@@ -58,9 +60,13 @@ pub use metrics::Metrics;
 /// The connector stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
-    /// Reading deliveries or broadcasts from the log failed.
+    /// The log could not be set up.
     #[error("the connector lost the log: {0}")]
     Log(#[from] LogError),
+    /// A task the connector cannot serve without (reading deliveries or broadcasts,
+    /// heart-beating, flushing presence) ended or panicked while serving.
+    #[error("the connector's {0} task stopped unexpectedly")]
+    TaskEnded(&'static str),
     /// The JWT secret cannot be used.
     #[error("the connector cannot verify tokens: {0}")]
     Auth(#[from] AuthError),
@@ -92,12 +98,17 @@ pub async fn run(
     });
     // Subscribe to the log before accepting sockets, so no reply can be missed.
     let streams = CancellationToken::new();
-    let deliveries = tokio::spawn(streams::deliveries(
-        log.clone(),
-        app.config.connector_id.clone(),
-        app.sessions.clone(),
-        app.replicas.clone(),
-        streams.clone(),
+    let mut parts = tokio::task::JoinSet::new();
+    parts.spawn(named(
+        "deliveries",
+        streams::deliveries(
+            log.clone(),
+            app.config.connector_id.clone(),
+            app.sessions.clone(),
+            app.replicas.clone(),
+            metrics.clone(),
+            streams.clone(),
+        ),
     ));
     let targets = streams::Targets {
         registry: app.registry.clone(),
@@ -105,19 +116,33 @@ pub async fn run(
         replicas: app.replicas.clone(),
         metrics: metrics.clone(),
     };
-    let broadcasts = tokio::spawn(streams::broadcasts(log.clone(), targets, streams.clone()));
-    let flusher = tokio::spawn(presence::flush_every(
-        app.config.presence_window,
-        app.replicas.clone(),
-        app.registry.clone(),
-        metrics,
-        streams.clone(),
+    parts.spawn(named(
+        "broadcasts",
+        streams::broadcasts(log.clone(), targets, streams.clone()),
     ));
-    let heartbeats = tokio::spawn(heartbeat::beat(
-        log,
-        app.config.connector_id.clone(),
-        app.config.presence_lease,
-        streams.clone(),
+    parts.spawn(named(
+        "presence flush",
+        presence::flush_every(
+            app.config.presence_window,
+            app.replicas.clone(),
+            app.registry.clone(),
+            metrics.clone(),
+            streams.clone(),
+        ),
+    ));
+    parts.spawn(named(
+        "heartbeat",
+        heartbeat::beat(
+            log.clone(),
+            app.config.connector_id.clone(),
+            app.config.presence_lease,
+            metrics.clone(),
+            streams.clone(),
+        ),
+    ));
+    parts.spawn(named(
+        "log health",
+        health::watch(log, metrics, streams.clone()),
     ));
     tokio::task::yield_now().await;
     tracing::info!(
@@ -135,9 +160,22 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = tokio::select! {
         served = server => served,
-        stream = deliveries_or_broadcasts_failed(deliveries, broadcasts) => {
+        ended = parts.join_next() => {
+            // Every part runs until `streams` is cancelled: one that ended is a bug (a
+            // panic); a connector silently missing it must not keep serving.
+            let part = match ended {
+                Some(Ok(name)) => name,
+                Some(Err(error)) => {
+                    tracing::error!(%error, "a connector task panicked");
+                    "unknown"
+                }
+                None => "unknown",
+            };
+            tracing::error!(part, "a connector task stopped; shutting down");
             shutdown.cancel();
-            return Err(stream);
+            streams.cancel();
+            parts.abort_all();
+            return Err(ConnectorError::TaskEnded(part));
         }
     };
     app.tracker.close();
@@ -150,20 +188,24 @@ pub async fn run(
     // Sessions have closed and sent their leaves; stop heart-beating only now, so a drained
     // connector's presences go by their leaves rather than by expiry.
     streams.cancel();
-    let _ = tokio::join!(flusher, heartbeats);
+    if tokio::time::timeout(PARTS_GRACE, async {
+        while parts.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("connector tasks did not stop in time; aborting them");
+        parts.abort_all();
+    }
     served.map_err(ConnectorError::from)
 }
 
-async fn deliveries_or_broadcasts_failed(
-    deliveries: tokio::task::JoinHandle<Result<(), LogError>>,
-    broadcasts: tokio::task::JoinHandle<Result<(), LogError>>,
-) -> ConnectorError {
-    let result = tokio::select! {
-        r = deliveries => r,
-        r = broadcasts => r,
-    };
-    match result {
-        Ok(Err(e)) => ConnectorError::Log(e),
-        _ => ConnectorError::Log(LogError::Closed),
-    }
+/// How long the log tasks may take to stop after the drain (a heartbeat in flight is
+/// abandoned when the broker does not answer).
+const PARTS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `part` and returns its name, so the supervisor can say which one ended.
+async fn named(name: &'static str, part: impl std::future::Future<Output = ()>) -> &'static str {
+    part.await;
+    name
 }

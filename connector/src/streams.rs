@@ -5,7 +5,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use eventlog::{Log, LogError, Record, StartAt, Subscription};
+use eventlog::{Backoff, Consumer, Log, Record, StartAt, Subscription};
 use tokio_util::sync::CancellationToken;
 use topics::names::{partition_for, TopicSpec, BROADCASTS, DELIVERIES};
 use topics::{Broadcast, Delivery};
@@ -90,23 +90,89 @@ pub(crate) fn route(broadcast: &Broadcast, targets: &Targets) {
 }
 
 /// Reads `partitions` of `topic` from the live end until `shutdown`, handing each record to
-/// `handle`.
+/// `handle`. It never gives up: a transient error (the broker unreachable) is retried with
+/// capped backoff on the same consumer, which resumes where it was; any other error drops the
+/// consumer and subscribes again from the live end, so records appended meanwhile are lost
+/// to this connector (logged; broadcasts are then missed until sockets rejoin).
 async fn tail(
     log: &dyn Log,
     topic: TopicSpec,
     partitions: Vec<u32>,
+    op: &'static str,
+    metrics: &Metrics,
     shutdown: &CancellationToken,
     mut handle: impl FnMut(Record),
-) -> Result<(), LogError> {
-    let start = StartAt::Latest;
-    let mut consumer = log
-        .subscribe(topic, Subscription::Partitions { partitions, start })
-        .await?;
+) {
+    let mut backoff = Backoff::default();
+    let mut consumer: Option<Box<dyn Consumer>> = None;
+    let mut resubscribed = false;
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            record = consumer.next() => handle(record?),
+        let current = match &mut consumer {
+            Some(current) => current,
+            None => {
+                let subscription = Subscription::Partitions {
+                    partitions: partitions.clone(),
+                    start: StartAt::Latest,
+                };
+                let subscribed = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    subscribed = log.subscribe(topic, subscription) => subscribed,
+                };
+                match subscribed {
+                    Ok(fresh) => {
+                        if resubscribed {
+                            tracing::warn!(
+                                topic = topic.name,
+                                "subscribed again from the live end: records appended while the \
+                                 log was lost are not delivered by this connector"
+                            );
+                        }
+                        consumer.insert(fresh)
+                    }
+                    Err(error) => {
+                        metrics.log_failed(op, &error);
+                        tracing::debug!(%error, topic = topic.name, "cannot subscribe; retrying");
+                        resubscribed = true;
+                        if pause(backoff.next_delay(), shutdown).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return,
+            next = current.next() => next,
+        };
+        match next {
+            Ok(record) => {
+                backoff.reset();
+                metrics.log_ok();
+                handle(record);
+            }
+            Err(error) => {
+                metrics.log_failed(op, &error);
+                if error.is_transient() {
+                    tracing::debug!(%error, topic = topic.name, "reading the log failed; retrying");
+                } else {
+                    tracing::warn!(%error, topic = topic.name, "the consumer failed; subscribing again");
+                    consumer = None;
+                    resubscribed = true;
+                }
+                if pause(backoff.next_delay(), shutdown).await {
+                    return;
+                }
+            }
         }
+    }
+}
+
+/// Waits `delay`; true if `shutdown` fired meanwhile.
+async fn pause(delay: std::time::Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(delay) => false,
     }
 }
 
@@ -118,10 +184,12 @@ pub(crate) async fn deliveries(
     connector_id: String,
     sessions: Arc<Sessions>,
     replicas: Arc<Replicas>,
+    metrics: Metrics,
     shutdown: CancellationToken,
-) -> Result<(), LogError> {
+) {
     let partition = partition_for(connector_id.as_bytes(), DELIVERIES.partitions);
-    tail(&*log, DELIVERIES, vec![partition], &shutdown, |record| {
+    let op = "read_deliveries";
+    tail(&*log, DELIVERIES, vec![partition], op, &metrics, &shutdown, |record| {
         match Delivery::decode(&record.value) {
             // Other connectors' deliveries may share the partition.
             Ok(delivery) if delivery.socket.connector_id == connector_id => {
@@ -152,14 +220,12 @@ pub(crate) async fn deliveries(
 }
 
 /// Reads every broadcast from the live end of the log and routes it locally (see [`route`]).
-pub(crate) async fn broadcasts(
-    log: Arc<dyn Log>,
-    targets: Targets,
-    shutdown: CancellationToken,
-) -> Result<(), LogError> {
+pub(crate) async fn broadcasts(log: Arc<dyn Log>, targets: Targets, shutdown: CancellationToken) {
     let mut recent = RecentIds::new(65_536);
     let partitions = (0..BROADCASTS.partitions).collect();
-    tail(&*log, BROADCASTS, partitions, &shutdown, |record| {
+    let metrics = targets.metrics.clone();
+    let op = "read_broadcasts";
+    tail(&*log, BROADCASTS, partitions, op, &metrics, &shutdown, |record| {
         match Broadcast::decode(&record.value) {
             Ok(broadcast) if recent.first_time(&broadcast.id) => {
                 route(&broadcast, &targets);

@@ -16,17 +16,20 @@
 //!
 //! Layout:
 //! - `lib.rs`: [`Log`], [`Consumer`] and the values around them; their guarantees.
+//! - `backoff`: [`Backoff`], the capped exponential delays of every retry of the log.
 //! - `embedded`: [`EmbeddedLog`], the in-process backend, durable in the data directory.
 //! - `kafka/`: [`KafkaConfig`] (always: plain settings), and with feature `kafka` the
 //!   `KafkaLog`, any Kafka-protocol broker through rdkafka.
 //! - [`conformance`] (tests and feature `conformance`): the scenarios every backend passes.
 
+mod backoff;
 mod embedded;
 mod kafka;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use backoff::Backoff;
 pub use embedded::EmbeddedLog;
 #[cfg(feature = "kafka")]
 pub use kafka::{Created, KafkaLog};
@@ -60,12 +63,26 @@ pub enum LogError {
         /// The partition asked for.
         partition: u32,
     },
-    /// Kafka refused or failed an operation.
+    /// The log cannot be reached now (every broker down, a connection lost, a request timed
+    /// out); retrying later may succeed. An append that ended this way is *unknown*, not
+    /// failed: the record may still be stored.
+    #[error("the log is unreachable: {0}")]
+    Unavailable(String),
+    /// Kafka refused or failed an operation, and retrying the same call will not help.
     #[error("kafka: {0}")]
     Kafka(String),
     /// The log was shut down.
     #[error("the log is closed")]
     Closed,
+}
+
+impl LogError {
+    /// Whether the failure is the log being unreachable for a while (retry with backoff, keep
+    /// the consumer) rather than a refusal or a closed log (a consumer that returned it is
+    /// given up and subscribed again, or the caller stops).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LogError::Unavailable(_))
+    }
 }
 
 /// Where a partition consumer starts.
@@ -134,6 +151,12 @@ pub trait Log: Send + Sync + std::fmt::Debug + 'static {
     /// across calls the order of the calls, so a caller may send the next batch before the
     /// previous one is acknowledged (pipelining).
     fn send_all(&self, records: Vec<(TopicSpec, Bytes, Bytes)>) -> Result<Pending, LogError>;
+
+    /// Checks that the log answers now (a cheap round trip to a broker for Kafka; always fine
+    /// for the embedded log). Health checks call it while the log is thought unreachable.
+    async fn ping(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 
     /// Starts reading `topic`.
     async fn subscribe(

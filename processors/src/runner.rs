@@ -23,15 +23,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use eventlog::{Consumer, Log, LogError, Record, Subscription};
+use eventlog::{Backoff, Consumer, Log, LogError, Record, Subscription};
 use store::{Store, StoreError};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use topics::names::COMMANDS;
 
 use crate::group::{spawn_worker, Shared, Worker};
-use crate::leases;
 use crate::metrics::ProcessorMetrics;
+use crate::{health, leases};
 
 /// Processor runner settings.
 #[derive(Debug, Clone)]
@@ -74,6 +75,10 @@ pub enum RunnerError {
     /// The store failed permanently.
     #[error("the store failed: {0}")]
     Store(#[from] StoreError),
+    /// A task the runner cannot work without (a partition's worker, the lease sweeper, the
+    /// log probe) ended or panicked: the process stops rather than run with a part missing.
+    #[error("the processor's {0} stopped unexpectedly")]
+    TaskEnded(String),
 }
 
 /// Consumes commands until `shutdown` fires.
@@ -91,17 +96,24 @@ pub async fn run(
         },
         None => Subscription::Group(config.group.clone()),
     };
-    let mut consumer = log.subscribe(COMMANDS, subscription).await?;
+    let Some(mut consumer) = subscribe(&*log, &subscription, &metrics, &shutdown).await? else {
+        return Ok(()); // shut down before the log answered
+    };
     tracing::info!(group = %config.group, "processor runner started");
     let owned = leases::Owned::default();
-    let sweeper_stop = shutdown.child_token();
+    let parts_stop = shutdown.child_token();
     let sweeper = tokio::spawn(leases::sweep(
         log.clone(),
         store.clone(),
         owned.clone(),
         config.lease,
         metrics.clone(),
-        sweeper_stop.clone(),
+        parts_stop.clone(),
+    ));
+    let probe = tokio::spawn(health::watch(
+        log.clone(),
+        metrics.clone(),
+        parts_stop.clone(),
     ));
     let shared = Arc::new(Shared {
         log,
@@ -116,6 +128,10 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::channel::<Record>(1024);
     let mut workers: HashMap<u32, Worker> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // After a failed read: when to read again, and whether the consumer must be replaced.
+    let mut backoff = Backoff::new(shared.retry_initial, shared.retry_max);
+    let mut resume_at: Option<tokio::time::Instant> = None;
+    let mut resubscribe = false;
     let result = loop {
         tokio::select! {
             biased;
@@ -124,12 +140,57 @@ pub async fn run(
                 let assigned = consumer.assigned();
                 shared.metrics.partitions.set(i64::try_from(assigned.len()).unwrap_or(i64::MAX));
                 *owned.write().unwrap_or_else(PoisonError::into_inner) = assigned;
+                // Every part runs until shutdown: one that ended panicked.
+                if let Some(part) = ended(&sweeper, &probe, &workers) {
+                    break Err(RunnerError::TaskEnded(part));
+                }
             }
             Some(record) = done_rx.recv() => commit(&mut *consumer, &workers, &record).await,
-            record = consumer.next() => {
+            () = sleep_until(resume_at) => {
+                resume_at = None;
+                if resubscribe {
+                    match shared.log.subscribe(COMMANDS, subscription.clone()).await {
+                        Ok(fresh) => {
+                            // Queued commands are redone from the committed positions by the
+                            // new consumer: drop them, as on a revoke.
+                            for (partition, worker) in workers.drain() {
+                                worker.task.abort();
+                                tracing::info!(partition, "consumer replaced: dropping its queued commands");
+                            }
+                            consumer = fresh;
+                            resubscribe = false;
+                            tracing::info!("subscribed to the commands again");
+                        }
+                        Err(error) => {
+                            shared.metrics.log_failed("subscribe_commands", &error);
+                            tracing::warn!(%error, "cannot subscribe to the commands; retrying");
+                            resume_at = Some(tokio::time::Instant::now() + backoff.next_delay());
+                        }
+                    }
+                }
+            }
+            record = consumer.next(), if resume_at.is_none() => {
                 let record = match record {
-                    Ok(record) => record,
-                    Err(error) => break Err(error.into()),
+                    Ok(record) => {
+                        backoff.reset();
+                        shared.metrics.log_ok();
+                        record
+                    }
+                    // The log itself was shut down: nothing left to read.
+                    Err(LogError::Closed) => break Err(LogError::Closed.into()),
+                    Err(error) => {
+                        shared.metrics.log_failed("read_commands", &error);
+                        let delay = backoff.next_delay();
+                        if error.is_transient() {
+                            // librdkafka reconnects by itself; the consumer keeps its place.
+                            tracing::debug!(%error, ?delay, "reading commands failed; retrying");
+                        } else {
+                            tracing::warn!(%error, ?delay, "the command consumer failed; subscribing again");
+                            resubscribe = true;
+                        }
+                        resume_at = Some(tokio::time::Instant::now() + delay);
+                        continue;
+                    }
                 };
                 for partition in consumer.take_revoked() {
                     if let Some(worker) = workers.remove(&partition) {
@@ -141,34 +202,120 @@ pub async fn run(
                 let worker = workers
                     .entry(partition)
                     .or_insert_with(|| spawn_worker(shared.clone(), done_tx.clone()));
-                if let Err(mpsc::error::TrySendError::Full(record)) = worker.queue.try_send(record) {
-                    // Backpressure: wait for room, committing what finishes meanwhile.
-                    let queue = worker.queue.clone();
-                    let mut send = std::pin::pin!(queue.send(record));
-                    loop {
-                        tokio::select! {
-                            sent = &mut send => {
-                                if sent.is_err() {
-                                    tracing::warn!(partition, "worker stopped; its command is redone later");
+                match worker.queue.try_send(record) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        break Err(RunnerError::TaskEnded(format!("worker of partition {partition}")));
+                    }
+                    Err(mpsc::error::TrySendError::Full(record)) => {
+                        // Backpressure: wait for room, committing what finishes meanwhile.
+                        let queue = worker.queue.clone();
+                        let mut send = std::pin::pin!(queue.send(record));
+                        loop {
+                            tokio::select! {
+                                sent = &mut send => {
+                                    if sent.is_err() {
+                                        tracing::warn!(partition, "worker stopped; its command is redone later");
+                                    }
+                                    break;
                                 }
-                                break;
+                                Some(done) = done_rx.recv() => commit(&mut *consumer, &workers, &done).await,
                             }
-                            Some(done) = done_rx.recv() => commit(&mut *consumer, &workers, &done).await,
                         }
                     }
                 }
             }
         }
     };
-    sweeper_stop.cancel();
-    let _ = sweeper.await;
-    // Let in-flight commands finish (their offsets stay uncommitted and are redone if needed).
-    for (_, worker) in workers {
-        drop(worker.queue);
-        let _ = worker.task.await;
+    parts_stop.cancel();
+    // Shutdown is bounded whatever the broker does: in-flight commands get until the
+    // deadline to finish (their offsets stay uncommitted and are redone if needed), the
+    // commands finished by then are committed, and the rest is abandoned.
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    for task in [sweeper, probe] {
+        stop_by(deadline, task).await;
+    }
+    let mut finishing = Vec::new();
+    for (partition, worker) in &mut workers {
+        let (queue, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut worker.queue, queue));
+        finishing.push((*partition, &mut worker.task));
+    }
+    for (partition, task) in finishing {
+        if tokio::time::timeout_at(deadline, &mut *task).await.is_err() {
+            tracing::warn!(
+                partition,
+                "a command did not finish before the shutdown deadline; it is redone later"
+            );
+            task.abort();
+        }
+    }
+    while let Ok(record) = done_rx.try_recv() {
+        commit(&mut *consumer, &workers, &record).await;
     }
     tracing::info!("processor runner stopped");
     result
+}
+
+/// How long shutdown waits for in-flight commands and the runner's tasks.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Subscribes to the commands, retrying transient failures (the broker may be restarting as
+/// the processor starts); `None` if `shutdown` fires first.
+async fn subscribe(
+    log: &dyn Log,
+    subscription: &Subscription,
+    metrics: &ProcessorMetrics,
+    shutdown: &CancellationToken,
+) -> Result<Option<Box<dyn Consumer>>, RunnerError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match log.subscribe(COMMANDS, subscription.clone()).await {
+            Ok(consumer) => return Ok(Some(consumer)),
+            Err(error) if error.is_transient() => {
+                metrics.log_failed("subscribe_commands", &error);
+                tracing::warn!(%error, "cannot subscribe to the commands yet; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The name of a part of the runner that has ended, if one has.
+fn ended(
+    sweeper: &JoinHandle<()>,
+    probe: &JoinHandle<()>,
+    workers: &HashMap<u32, Worker>,
+) -> Option<String> {
+    if sweeper.is_finished() {
+        return Some("lease sweeper".to_owned());
+    }
+    if probe.is_finished() {
+        return Some("log probe".to_owned());
+    }
+    workers
+        .iter()
+        .find(|(_, worker)| worker.task.is_finished())
+        .map(|(partition, _)| format!("worker of partition {partition}"))
+}
+
+/// Waits for `task` until `deadline`, then aborts it.
+async fn stop_by(deadline: tokio::time::Instant, mut task: JoinHandle<()>) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        task.abort();
+    }
 }
 
 /// Commits a finished command, unless its partition was revoked meanwhile (the new owner

@@ -39,9 +39,39 @@ impl Tansu {
     /// Starts a broker with memory storage and creates the Fawkes topics on it.
     pub fn start() -> Self {
         let port = free_port();
+        Self::start_advertising(port, port)
+    }
+
+    /// Starts a broker behind a [`Proxy`](super::proxy::Proxy): it listens on a free port the
+    /// proxy forwards to, and tells clients to connect to the proxy (every connection then
+    /// goes through it).
+    pub fn behind_proxy() -> (Self, super::proxy::Proxy) {
+        let port = free_port();
+        let proxy = super::proxy::Proxy::start(port);
+        (Self::start_advertising(port, proxy.port), proxy)
+    }
+
+    /// The broker's process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the broker.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    fn start_advertising(port: u16, advertised: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let mut child = Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &advertised_url])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -62,7 +92,7 @@ impl Tansu {
         std::thread::spawn(move || for _ in lines {});
         let tansu = Self {
             child,
-            brokers: format!("127.0.0.1:{port}"),
+            brokers: format!("127.0.0.1:{advertised}"),
         };
         let output = Command::new(env!("CARGO_BIN_EXE_fawkes"))
             .args(["topics", "create"])
@@ -132,6 +162,10 @@ impl Tansu {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
+        // A paused broker does not die of SIGKILL until it is continued on some systems.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -5,6 +5,7 @@
 
 pub mod kafka;
 pub mod process;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::Path;

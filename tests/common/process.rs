@@ -57,6 +57,11 @@ impl Process {
         self.child.id()
     }
 
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("query the child")
+    }
+
     pub fn kill_9(&mut self) {
         // Child::kill sends SIGKILL on Unix: no shutdown code runs.
         self.child.kill().expect("kill -9");

@@ -32,11 +32,15 @@ pub enum Refusal {
     NotTracked,
     /// `create_campaign` decided without a fresh id (the runner failed to allocate one).
     CampaignIdUnavailable,
+    /// The connector could not confirm the command on the log in time (the log is
+    /// unreachable). Not a failure: the command may still have been stored, so the client
+    /// retries (safely, with its idempotency key). A join answered so was not made.
+    Unavailable,
 }
 
 impl Refusal {
     /// Every refusal, for the catalog check and for documentation.
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::UnmatchedTopic,
         Refusal::Unauthorized,
         Refusal::NotFound,
@@ -48,6 +52,7 @@ impl Refusal {
         Refusal::TooManyBeforeJoin,
         Refusal::NotTracked,
         Refusal::CampaignIdUnavailable,
+        Refusal::Unavailable,
     ];
 
     /// The reason as the client reads it (also the log line's and metric label's word).
@@ -64,6 +69,7 @@ impl Refusal {
             Refusal::TooManyBeforeJoin => "too many messages before join",
             Refusal::NotTracked => "not tracked",
             Refusal::CampaignIdUnavailable => "campaign id unavailable",
+            Refusal::Unavailable => "unavailable",
         }
     }
 
@@ -116,6 +122,10 @@ mod tests {
         assert_eq!(
             Refusal::UnmatchedTopic.response(),
             json!({"reason": "unmatched topic"})
+        );
+        assert_eq!(
+            Refusal::Unavailable.response(),
+            json!({"reason": "unavailable"})
         );
         assert_eq!(
             Refusal::MalformedMessage.response_with_detail("not an array"),

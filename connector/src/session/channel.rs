@@ -1,6 +1,8 @@
 //! One channel of a session: the state of a joined (or joining) topic, and the transitions
 //! of join, leave, client events, deliveries and broadcasts.
 
+use std::collections::VecDeque;
+
 use serde_json::{json, Value};
 use topics::presence::STATE_EVENT;
 use topics::routes::route;
@@ -49,7 +51,14 @@ pub(super) struct Channel {
     pub(super) state: State,
     /// Client events allowed on this channel.
     bucket: Bucket,
+    /// Refs of pushes answered `unavailable` (their command was not confirmed on the log)
+    /// whose processor reply may still come if the command landed after all: it is dropped,
+    /// as the client has its one reply per ref. The oldest are forgotten first.
+    unconfirmed: VecDeque<String>,
 }
+
+/// Most refs remembered per channel as answered `unavailable`.
+const MAX_UNCONFIRMED: usize = 64;
 
 impl Channel {
     /// Whether a message's join_ref is for an older join (PROTOCOL.md §2.2): null always
@@ -123,6 +132,7 @@ impl Session {
                     held: Vec::new(),
                 },
                 bucket: Bucket::new(self.rate_limit, self.now),
+                unconfirmed: VecDeque::new(),
             },
         );
     }
@@ -239,7 +249,13 @@ impl Session {
         };
         match &mut channel.state {
             State::Joined => {
-                if let Some(reply) = delivery.reply {
+                let msg_ref = delivery.socket.msg_ref.as_deref();
+                let late = msg_ref
+                    .and_then(|r| channel.unconfirmed.iter().position(|u| u == r))
+                    .and_then(|i| channel.unconfirmed.remove(i));
+                if let Some(msg_ref) = late {
+                    tracing::debug!(%topic, msg_ref, "dropped the late reply to a push answered unavailable");
+                } else if let Some(reply) = delivery.reply {
                     out.push(Action::Send(encode_reply(
                         vsn,
                         join_ref.as_deref(),
@@ -288,6 +304,78 @@ impl Session {
                         out.push(self.unmatched(&msg));
                     }
                 }
+            }
+        }
+    }
+
+    /// The command of `join_id` on `topic` was not confirmed on the log in time (or not taken
+    /// at all): its join or push is answered `unavailable`, which says "not confirmed, retry".
+    /// A join so answered is undone here (the channel is dropped, as for a refused join), and
+    /// a leave for it follows, in case the join lands after all. Leaves have no reply: a
+    /// leave that is lost is cleaned up with this connector's lease.
+    pub(crate) fn not_stored(
+        &mut self,
+        topic: &str,
+        join_id: &str,
+        msg_ref: Option<&str>,
+        kind: &CommandKind,
+        out: &mut Vec<Action>,
+    ) {
+        let channel = self
+            .channels
+            .get_mut(topic)
+            .filter(|c| c.join_id == join_id);
+        match kind {
+            CommandKind::Join { .. } => {
+                let joining = channel.is_some_and(|c| matches!(c.state, State::Joining { .. }));
+                if !joining {
+                    return;
+                }
+                let refusal = Delivery {
+                    socket: topics::SocketRef {
+                        connector_id: String::new(),
+                        socket_id: 0,
+                        join_id: Some(join_id.to_owned()),
+                        msg_ref: msg_ref.map(str::to_owned),
+                    },
+                    topic: topic.to_owned(),
+                    reply: Some(topics::ReplyBody {
+                        status: ReplyStatus::Error,
+                        response: Refusal::Unavailable.response(),
+                    }),
+                    pushes: Vec::new(),
+                };
+                self.handle_delivery(refusal, None, out);
+                out.push(Action::Command {
+                    topic: topic.to_owned(),
+                    join_id: join_id.to_owned(),
+                    msg_ref: None,
+                    kind: CommandKind::Leave,
+                });
+            }
+            CommandKind::Leave => {}
+            _ => {
+                let Some(msg_ref) = msg_ref else {
+                    return;
+                };
+                // The channel may have been left or rejoined meanwhile: the push is answered
+                // all the same, on its join's ref if the join still stands.
+                let join_ref = match channel {
+                    Some(channel) => {
+                        if channel.unconfirmed.len() == MAX_UNCONFIRMED {
+                            channel.unconfirmed.pop_front();
+                        }
+                        channel.unconfirmed.push_back(msg_ref.to_owned());
+                        channel.join_ref.clone()
+                    }
+                    None => None,
+                };
+                out.push(self.refuse(
+                    join_ref.as_deref(),
+                    Some(msg_ref),
+                    topic,
+                    Refusal::Unavailable,
+                ));
             }
         }
     }

@@ -444,3 +444,94 @@ fn more_than_the_limit_per_second_is_refused_and_not_forwarded() {
     assert!(push(&mut s, start + Duration::from_millis(250)));
     assert!(!push(&mut s, start + Duration::from_millis(250)));
 }
+
+#[test]
+fn a_push_not_stored_is_answered_unavailable_and_its_late_reply_dropped() {
+    let topic = "donations:campaign:1";
+    let mut s = Session::new(Vsn::V2, 0);
+    let join_id = joined(&mut s, topic, "j1");
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        &format!(r#"["j1","7","{topic}","new_donation",{{"amount":"1"}}]"#),
+        &mut out,
+    );
+    let Some(Action::Command { kind, msg_ref, .. }) = out.pop() else {
+        panic!("a command")
+    };
+    let mut out = Vec::new();
+    s.not_stored(topic, &join_id, msg_ref.as_deref(), &kind, &mut out);
+    let unavailable = json!({"status": "error", "response": {"reason": "unavailable"}});
+    assert_eq!(
+        frames(&out),
+        vec![json!(["j1", "7", topic, "phx_reply", unavailable])]
+    );
+    assert!(commands(&out).is_empty());
+    // The command landed after all: its reply is dropped (one reply per ref), pushes are not.
+    let mut late = delivery(topic, &join_id, Some("7"), ReplyStatus::Ok, json!({}));
+    late.pushes.push(topics::Push {
+        event: "thanks".into(),
+        payload: json!({}),
+    });
+    let mut out = Vec::new();
+    s.handle_delivery(late, None, &mut out);
+    let written = frames(&out);
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0][3], "thanks");
+    // Other replies still go through.
+    let mut out = Vec::new();
+    s.handle_delivery(
+        delivery(topic, &join_id, Some("8"), ReplyStatus::Ok, json!({})),
+        None,
+        &mut out,
+    );
+    assert_eq!(frames(&out)[0][1], "8");
+}
+
+#[test]
+fn a_join_not_stored_is_answered_unavailable_undone_and_left() {
+    let topic = "donations:campaign:1";
+    let mut s = Session::new(Vsn::V2, 0);
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        &format!(r#"["j1","1","{topic}","phx_join",{{}}]"#),
+        &mut out,
+    );
+    feed(
+        &mut s,
+        &format!(r#"["j1","2","{topic}","new_donation",{{}}]"#),
+        &mut out,
+    );
+    let Some(Action::Command {
+        kind,
+        join_id,
+        msg_ref,
+        ..
+    }) = out
+        .iter()
+        .find(|a| matches!(a, Action::Command { .. }))
+        .cloned()
+    else {
+        panic!("a join command")
+    };
+    let mut out = Vec::new();
+    s.not_stored(topic, &join_id, msg_ref.as_deref(), &kind, &mut out);
+    let unavailable = json!({"status": "error", "response": {"reason": "unavailable"}});
+    let unmatched = json!({"status": "error", "response": {"reason": "unmatched topic"}});
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!(["j1", "1", topic, "phx_reply", unavailable]),
+            json!([null, "2", topic, "phx_reply", unmatched]),
+        ]
+    );
+    assert!(out.contains(&Action::Unsubscribe(topic.into())));
+    assert!(out.contains(&Action::JoinAnswered(ReplyStatus::Error)));
+    assert_eq!(commands(&out), vec![(join_id, "Leave".to_owned())]);
+    assert_eq!(s.joined().count(), 0);
+    // A leave that was not stored needs no answer.
+    let mut out = Vec::new();
+    s.not_stored(topic, "9", None, &CommandKind::Leave, &mut out);
+    assert!(out.is_empty());
+}

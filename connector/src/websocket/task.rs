@@ -29,6 +29,33 @@ const SEED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a closing socket may take to flush its last frames.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Why a command was not confirmed on the log.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NotStored {
+    /// The log refused it or is unreachable (for a timeout: it may still land).
+    #[error(transparent)]
+    Log(#[from] eventlog::LogError),
+    /// It could not be encoded (a bug: commands always encode).
+    #[error("the command could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// Waits for `pending` at most `within`; a wait that runs out is [`LogError::Unavailable`]:
+/// unknown, not failed.
+///
+/// [`LogError::Unavailable`]: eventlog::LogError::Unavailable
+pub(super) async fn confirm(
+    pending: eventlog::Pending,
+    within: std::time::Duration,
+) -> Result<(), NotStored> {
+    match tokio::time::timeout(within, pending).await {
+        Ok(confirmed) => Ok(confirmed?),
+        Err(_) => Err(NotStored::Log(eventlog::LogError::Unavailable(format!(
+            "not confirmed within {within:?}"
+        )))),
+    }
+}
+
 /// Runs the session of one upgraded socket until it closes, then leaves its channels.
 pub(super) async fn run(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims) {
     let socket_id = app.next_socket_id();
@@ -241,7 +268,8 @@ impl SessionTask {
     }
 
     async fn execute(&mut self, actions: Vec<Action>) {
-        for action in actions {
+        let mut actions = std::collections::VecDeque::from(actions);
+        while let Some(action) = actions.pop_front() {
             match action {
                 Action::Send(Frame::Text(text)) => self.send_text(Utf8Bytes::from(text)),
                 Action::Forward(text) => self.forward(text),
@@ -285,42 +313,97 @@ impl SessionTask {
                         kind,
                         received_at: topics::timestamp::now(),
                     };
-                    // Each command is stored before the next frame of this socket is read, so
-                    // at most one is in flight per socket (some Kafka-protocol brokers lost
-                    // records under many in-flight requests); on failure the client's push
-                    // times out and it retries, and nothing was half-done.
-                    if !self.store(&command).await && asks_presence {
+                    // A join's or push's command is confirmed on the log before the next frame
+                    // of this socket is read, waiting at most the append timeout; one not
+                    // confirmed by then is answered `unavailable` (it may still land: a
+                    // timed-out produce is unknown, not failed). Leaves need no answer: they
+                    // are confirmed in the background.
+                    let stored = if command.socket.msg_ref.is_some() {
+                        self.store(&command).await
+                    } else {
+                        self.store_in_background(&command)
+                    };
+                    if let Err(error) = stored {
+                        tracing::warn!(
+                            socket = self.socket_id,
+                            topic = %command.topic,
+                            command = %command.id,
+                            %error,
+                            "a command was not confirmed on the log; answering unavailable"
+                        );
                         let join_id = command.socket.join_id.as_deref().unwrap_or_default();
-                        self.app
-                            .replicas
-                            .cancel_request(&command.topic, self.socket_id, join_id);
+                        if asks_presence {
+                            self.app.replicas.cancel_request(
+                                &command.topic,
+                                self.socket_id,
+                                join_id,
+                            );
+                        }
+                        let mut more = Vec::new();
+                        self.session.not_stored(
+                            &command.topic,
+                            join_id,
+                            command.socket.msg_ref.as_deref(),
+                            &command.kind,
+                            &mut more,
+                        );
+                        for action in more.into_iter().rev() {
+                            actions.push_front(action);
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Appends a command to the log and waits until it is stored; false if it was not.
-    async fn store(&mut self, command: &Command) -> bool {
-        let topic = &command.topic;
-        let sent = command
+    /// Puts a command on its way to the log: its records are queued in order before this
+    /// returns, so later commands of this socket follow it.
+    fn send(&self, command: &Command) -> Result<eventlog::Pending, NotStored> {
+        let bytes = command
             .encode()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                let key = bytes::Bytes::copy_from_slice(topic.as_bytes());
-                self.app
-                    .log
-                    .send_all(vec![(COMMANDS, key, bytes)])
-                    .map_err(|e| e.to_string())
-            });
-        let stored = match sent {
-            Ok(pending) => pending.await.map_err(|e| e.to_string()),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = &stored {
-            tracing::error!(%error, %topic, "a command was not stored");
+            .map_err(|e| NotStored::Encode(e.to_string()))?;
+        let key = bytes::Bytes::copy_from_slice(command.topic.as_bytes());
+        self.app
+            .log
+            .send_all(vec![(COMMANDS, key, bytes)])
+            .map_err(NotStored::Log)
+    }
+
+    /// Appends a command and waits until the log confirms it, at most the append timeout.
+    async fn store(&mut self, command: &Command) -> Result<(), NotStored> {
+        let pending = self.send(command).inspect_err(|e| self.report(e))?;
+        let confirmed = confirm(pending, self.app.config.append_timeout).await;
+        match &confirmed {
+            Ok(()) => self.app.metrics.log_ok(),
+            Err(error) => self.report(error),
         }
-        stored.is_ok()
+        confirmed
+    }
+
+    /// Appends a command and confirms it in a task of the connector's tracker (so the drain
+    /// waits for it), logging one that is not confirmed in time.
+    fn store_in_background(&mut self, command: &Command) -> Result<(), NotStored> {
+        let pending = self.send(command).inspect_err(|e| self.report(e))?;
+        let app = self.app.clone();
+        let (topic, id) = (command.topic.clone(), command.id.clone());
+        self.app.tracker.spawn(async move {
+            match confirm(pending, app.config.append_timeout).await {
+                Ok(()) => app.metrics.log_ok(),
+                Err(error) => {
+                    if let NotStored::Log(error) = &error {
+                        app.metrics.log_failed("append_command", error);
+                    }
+                    tracing::warn!(%topic, command = %id, %error, "a leave was not confirmed on the log; this connector's lease cleans its presence up");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn report(&self, error: &NotStored) {
+        if let NotStored::Log(error) = error {
+            self.app.metrics.log_failed("append_command", error);
+        }
     }
 
     fn shutdown_notice(&mut self) {
@@ -337,5 +420,33 @@ impl SessionTask {
         for Frame::Text(text) in frames {
             self.send_text(Utf8Bytes::from(text));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_append_not_confirmed_in_time_is_unavailable_not_failed() {
+        let never: eventlog::Pending = Box::pin(std::future::pending());
+        let started = Instant::now();
+        let result = confirm(never, Duration::from_millis(50)).await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(50) && waited < Duration::from_secs(2));
+        match result {
+            Err(NotStored::Log(error)) => assert!(error.is_transient(), "{error}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let stored: eventlog::Pending = Box::pin(std::future::ready(Ok(())));
+        assert!(confirm(stored, Duration::from_secs(5)).await.is_ok());
+        let refused: eventlog::Pending = Box::pin(std::future::ready(Err(
+            eventlog::LogError::Kafka("no".into()),
+        )));
+        assert!(matches!(
+            confirm(refused, Duration::from_secs(5)).await,
+            Err(NotStored::Log(eventlog::LogError::Kafka(_)))
+        ));
     }
 }

@@ -1,6 +1,6 @@
 //! The Kafka-backed [`Log`] and its consumers (feature `kafka`).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,17 +8,16 @@ use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
+use super::consumer::{KafkaConsumer, RebalanceContext};
 use super::{KafkaConfig, TopicPlacement};
-use crate::{Consumer, Log, LogError, Pending, Record, StartAt, Subscription};
-use topics::names::{partition_for, TopicSpec};
+use crate::{Consumer, Log, LogError, Pending, StartAt, Subscription};
+use topics::names::{partition_for, TopicSpec, COMMANDS};
 
 /// The librdkafka settings every client of `config` shares.
 fn base(settings: &KafkaConfig) -> ClientConfig {
@@ -36,15 +35,94 @@ fn base(settings: &KafkaConfig) -> ClientConfig {
     config
 }
 
-fn kafka(error: KafkaError) -> LogError {
-    LogError::Kafka(error.to_string())
+/// How long a metadata round trip (`ping`, the live end of a partition) may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The [`LogError`] for a librdkafka error: [`LogError::Unavailable`] when the broker is
+/// unreachable or slow for now, [`LogError::Closed`] when the client is gone, else
+/// [`LogError::Kafka`].
+pub(super) fn kafka(error: KafkaError) -> LogError {
+    match error.rdkafka_error_code() {
+        // The consumer is unusable whatever the code says: subscribe again.
+        _ if matches!(error, KafkaError::MessageConsumptionFatal(_)) => {
+            LogError::Kafka(error.to_string())
+        }
+        Some(code) if is_transient(code) => LogError::Unavailable(error.to_string()),
+        _ if matches!(error, KafkaError::Canceled) => LogError::Closed,
+        _ => LogError::Kafka(error.to_string()),
+    }
+}
+
+/// librdkafka codes that mean "not now" rather than "no": the broker is down, restarting,
+/// moving leadership, or did not answer in time. A produce that ended with one of them may
+/// still have been stored.
+fn is_transient(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::Resolve
+            | C::MessageTimedOut
+            | C::OperationTimedOut
+            | C::TimedOutQueue
+            | C::QueueFull
+            | C::RequestTimedOut
+            | C::NetworkException
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::BrokerNotAvailable
+            | C::CoordinatorLoadInProgress
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::WaitingForCoordinator
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::KafkaStorageError
+    )
+}
+
+/// Codes after which the idempotent producer's identity is dead: it keeps failing every
+/// record until it is replaced (seen from Tansu after its connections were cut).
+fn producer_unusable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::Fatal
+            | C::ProducerFenced
+            | C::InvalidProducerEpoch
+            | C::UnknownProducerId
+            | C::OutOfOrderSequenceNumber
+            | C::InvalidProducerIdMapping
+    )
+}
+
+/// A fresh idempotent producer for `config`.
+fn new_producer(config: &KafkaConfig) -> Result<FutureProducer, LogError> {
+    base(config)
+        .set("acks", "all")
+        // Keeps the order of records per partition across retries.
+        .set("enable.idempotence", "true")
+        // One produce request at a time per broker: records still batch while the request
+        // is out, and a broker that mishandles concurrent requests from one producer
+        // (Tansu 0.6 lost records that way in our crash tests) cannot reorder or drop them.
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("linger.ms", config.linger_ms.to_string())
+        .set(
+            "message.timeout.ms",
+            config.produce_timeout.as_millis().to_string(),
+        )
+        .create()
+        .map_err(kafka)
 }
 
 /// The Kafka-backed log.
 #[derive(Clone)]
 pub struct KafkaLog {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// The idempotent producer; replaced when librdkafka declares it fatally failed (e.g.
+    /// fenced after a broker restart), which no retry on the same instance can undo.
+    producer: Arc<RwLock<FutureProducer>>,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -73,22 +151,50 @@ pub enum Created {
 impl KafkaLog {
     /// Creates the producer (no broker round trip happens until the first call).
     pub fn connect(config: KafkaConfig) -> Result<Self, LogError> {
-        let producer: FutureProducer = base(&config)
-            .set("acks", "all")
-            // Keeps the order of records per partition across retries.
-            .set("enable.idempotence", "true")
-            // One produce request at a time per broker: records still batch while the request
-            // is out, and a broker that mishandles concurrent requests from one producer
-            // (Tansu 0.6 lost records that way in our crash tests) cannot reorder or drop them.
-            .set("max.in.flight.requests.per.connection", "1")
-            .set("linger.ms", config.linger_ms.to_string())
-            .set(
-                "message.timeout.ms",
-                config.produce_timeout.as_millis().to_string(),
-            )
-            .create()
-            .map_err(kafka)?;
+        let producer = Arc::new(RwLock::new(new_producer(&config)?));
         Ok(Self { config, producer })
+    }
+
+    /// The producer in use now.
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Classifies a produce error of `used`; a producer in a fatal state is replaced by a
+    /// fresh one (once, by whoever sees it first), and the error is then transient: the
+    /// records it had in flight are unknown, and a retry goes through the new producer.
+    fn produce_failed(&self, used: &FutureProducer, error: KafkaError) -> LogError {
+        let fenced = error
+            .rdkafka_error_code()
+            .filter(|code| producer_unusable(*code));
+        let Some((code, reason)) = used
+            .client()
+            .fatal_error()
+            .or_else(|| fenced.map(|code| (code, code.to_string())))
+        else {
+            return kafka(error);
+        };
+        let mut current = self
+            .producer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current.client().native_ptr() == used.client().native_ptr() {
+            match new_producer(&self.config) {
+                Ok(fresh) => {
+                    tracing::warn!(?code, %reason, "the Kafka producer failed fatally; replaced it");
+                    let old = std::mem::replace(&mut *current, fresh);
+                    // Dropping a producer flushes it for up to 500 ms: not on this thread.
+                    tokio::task::spawn_blocking(move || drop(old));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot replace the failed Kafka producer");
+                }
+            }
+        }
+        LogError::Unavailable(format!("the producer failed ({reason}); retry: {error}"))
     }
 
     /// Creates `topics` with their partitions and settings, replicated as the brokers' defaults
@@ -140,9 +246,7 @@ impl KafkaLog {
             .into_iter()
             .map(|result| match result {
                 Ok(name) => Ok((name, Created::Created)),
-                Err((name, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    Ok((name, Created::Existed))
-                }
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((name, Created::Existed)),
                 Err((name, code)) => Err(LogError::Kafka(format!(
                     "cannot create topic {name}: {code}"
                 ))),
@@ -161,7 +265,7 @@ impl KafkaLog {
         tokio::task::spawn_blocking(move || {
             let consumer: BaseConsumer = base(&config).create().map_err(kafka)?;
             let (_, high) = consumer
-                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
                 .map_err(kafka)?;
             Ok(high)
         })
@@ -196,24 +300,38 @@ impl Log for KafkaLog {
         key: &[u8],
         value: Bytes,
     ) -> Result<(u32, u64), LogError> {
-        let delivery = self
-            .producer
+        let producer = self.producer();
+        let delivery = producer
             .send(record(topic, key, &value), self.config.produce_timeout)
             .await
-            .map_err(|(error, _)| kafka(error))?;
+            .map_err(|(error, _)| self.produce_failed(&producer, error))?;
         Ok((
             delivery.partition.unsigned_abs(),
             delivery.offset.unsigned_abs(),
         ))
     }
 
+    async fn ping(&self) -> Result<(), LogError> {
+        let producer = self.producer();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(COMMANDS.name), METADATA_TIMEOUT)
+                .map(|_| ())
+                .map_err(kafka)
+        })
+        .await
+        .map_err(|_| LogError::Closed)?
+    }
+
     fn send_all(&self, records: Vec<(TopicSpec, Bytes, Bytes)>) -> Result<Pending, LogError> {
         // Enqueue now, in order (the idempotent producer keeps that order per partition, also
         // across calls); the future waits for the acknowledgements.
+        let producer = self.producer();
         let mut pending = Vec::with_capacity(records.len());
         let mut rest = records.into_iter();
         while let Some((topic, key, value)) = rest.next() {
-            match self.producer.send_result(record(topic, &key, &value)) {
+            match producer.send_result(record(topic, &key, &value)) {
                 Ok(delivery) => pending.push(delivery),
                 Err((error, _)) => {
                     // The local queue is full: send this and the remaining records with
@@ -223,7 +341,7 @@ impl Log for KafkaLog {
                     let remaining: Vec<_> =
                         std::iter::once((topic, key, value)).chain(rest).collect();
                     return Ok(Box::pin(async move {
-                        await_all(pending).await?;
+                        await_all(&log, &producer, pending).await?;
                         for (topic, key, value) in remaining {
                             log.append(topic, &key, value).await?;
                         }
@@ -232,7 +350,10 @@ impl Log for KafkaLog {
                 }
             }
         }
-        Ok(Box::pin(await_all(pending)))
+        let log = self.clone();
+        Ok(Box::pin(async move {
+            await_all(&log, &producer, pending).await
+        }))
     }
 
     async fn subscribe(
@@ -368,111 +489,19 @@ fn record<'a>(topic: TopicSpec, key: &'a [u8], value: &'a [u8]) -> FutureRecord<
         .partition(i32::try_from(partition).unwrap_or(0))
 }
 
-async fn await_all(pending: Vec<rdkafka::producer::DeliveryFuture>) -> Result<(), LogError> {
+/// Waits for the acknowledgements of records sent through `producer`, in order.
+async fn await_all(
+    log: &KafkaLog,
+    producer: &FutureProducer,
+    pending: Vec<rdkafka::producer::DeliveryFuture>,
+) -> Result<(), LogError> {
     for delivery in pending {
         delivery
             .await
             .map_err(|_| LogError::Closed)?
-            .map_err(|(error, _)| kafka(error))?;
+            .map_err(|(error, _)| log.produce_failed(producer, error))?;
     }
     Ok(())
-}
-
-/// Records partitions taken away by a rebalance, for [`Consumer::take_revoked`].
-struct RebalanceContext {
-    topic: &'static str,
-    revoked: Arc<Mutex<Vec<u32>>>,
-}
-
-impl ClientContext for RebalanceContext {}
-
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
-            for element in partitions.elements_for_topic(self.topic) {
-                revoked.push(element.partition().unsigned_abs());
-            }
-            tracing::info!(
-                topic = self.topic,
-                count = partitions.count(),
-                "partitions revoked"
-            );
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance {
-            tracing::info!(
-                topic = self.topic,
-                count = partitions.count(),
-                "partitions assigned"
-            );
-        }
-    }
-}
-
-/// A Kafka consumer of one topic.
-struct KafkaConsumer {
-    topic: &'static str,
-    consumer: StreamConsumer<RebalanceContext>,
-    revoked: Arc<Mutex<Vec<u32>>>,
-}
-
-impl std::fmt::Debug for KafkaConsumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaConsumer")
-            .field("topic", &self.topic)
-            .finish_non_exhaustive()
-    }
-}
-
-impl KafkaConsumer {
-    fn one(&self, partition: u32, offset: Offset) -> Result<TopicPartitionList, LogError> {
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(self.topic, i32::try_from(partition).unwrap_or(0), offset)
-            .map_err(kafka)?;
-        Ok(list)
-    }
-}
-
-#[async_trait]
-impl Consumer for KafkaConsumer {
-    async fn next(&mut self) -> Result<Record, LogError> {
-        let message = self.consumer.recv().await.map_err(kafka)?;
-        Ok(Record {
-            partition: message.partition().unsigned_abs(),
-            offset: message.offset().unsigned_abs(),
-            key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
-            value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-        })
-    }
-
-    async fn commit(&mut self, record: &Record) -> Result<(), LogError> {
-        let next = i64::try_from(record.offset + 1).unwrap_or(i64::MAX);
-        let list = self.one(record.partition, Offset::Offset(next))?;
-        // Async: the commit is sent in the background; a lost commit only means the command
-        // is processed again, which is idempotent.
-        self.consumer
-            .commit(&list, CommitMode::Async)
-            .map_err(kafka)
-    }
-
-    fn assigned(&self) -> Vec<u32> {
-        self.consumer
-            .assignment()
-            .map(|list| {
-                list.elements()
-                    .iter()
-                    .filter_map(|e| u32::try_from(e.partition()).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn take_revoked(&mut self) -> Vec<u32> {
-        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(PoisonError::into_inner))
-    }
 }
 
 #[cfg(test)]
@@ -493,5 +522,34 @@ mod tests {
         check_partitions(&mut outcomes, &[COMMANDS, HEARTBEATS], &on_cluster);
         assert_eq!(outcomes[0].1, Created::Mismatch { partitions: 32 });
         assert_eq!(outcomes[1].1, Created::Existed);
+    }
+
+    #[test]
+    fn unreachable_brokers_and_timeouts_are_transient() {
+        for code in [
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::RequestTimedOut,
+            RDKafkaErrorCode::OperationTimedOut,
+        ] {
+            let error = kafka(KafkaError::MessageProduction(code));
+            assert!(error.is_transient(), "{code:?} -> {error}");
+            let error = kafka(KafkaError::MessageConsumption(code));
+            assert!(error.is_transient(), "{code:?} -> {error}");
+        }
+    }
+
+    #[test]
+    fn refusals_and_a_dropped_client_are_not() {
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ] {
+            let error = kafka(KafkaError::MessageProduction(code));
+            assert!(!error.is_transient(), "{code:?} -> {error}");
+        }
+        assert!(matches!(kafka(KafkaError::Canceled), LogError::Closed));
     }
 }

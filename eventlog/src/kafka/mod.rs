@@ -9,9 +9,12 @@
 //! answer only when the wait runs out, so against them it must be a few milliseconds (the
 //! tests set it), or every round trip gains half a second.
 //!
-//! Layout: `config` the settings (always built), `log` the rdkafka client (feature `kafka`).
+//! Layout: `config` the settings (always built); with feature `kafka`, `log` the rdkafka
+//! producer, admin and [`Log`](crate::Log) implementation, `consumer` its consumers.
 
 mod config;
+#[cfg(feature = "kafka")]
+mod consumer;
 #[cfg(feature = "kafka")]
 mod log;
 

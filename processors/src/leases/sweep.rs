@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eventlog::{Log, StartAt, Subscription};
+use eventlog::{Backoff, Consumer, Log, StartAt, Subscription};
 use store::Store;
 use tokio_util::sync::CancellationToken;
 use topics::names::{partition_for, COMMANDS, HEARTBEATS};
@@ -29,8 +29,9 @@ enum SweepError {
     Record(#[from] topics::RecordError),
 }
 
-/// Sweeps for lapsed leases until `shutdown`. Failures are logged and retried next sweep:
-/// expiry is a cleanup, and nothing is lost by doing it a sweep later.
+/// Sweeps for lapsed leases until `shutdown`, and never stops before it. Failures are logged
+/// and retried next sweep: expiry is a cleanup, and nothing is lost by doing it a sweep
+/// later; a lost heartbeat subscription is retried with backoff.
 pub(crate) async fn sweep(
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
@@ -40,32 +41,57 @@ pub(crate) async fn sweep(
     shutdown: CancellationToken,
 ) {
     let started = Instant::now();
-    let subscription = Subscription::Partitions {
-        partitions: (0..HEARTBEATS.partitions).collect(),
-        start: StartAt::Latest,
-    };
-    let mut heartbeats = match log.subscribe(HEARTBEATS, subscription).await {
-        Ok(consumer) => consumer,
-        Err(error) => {
-            tracing::error!(%error, "cannot read connector heartbeats; presences of crashed connectors will not expire");
-            return;
-        }
-    };
     let mut book = LeaseBook::new(default_lease, started);
     // Often enough that a lapsed lease is acted on within half a second; each sweep is one
     // small read (the list of connectors with presences).
     let every = (default_lease / 4).clamp(Duration::from_millis(100), Duration::from_millis(500));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Heartbeats are read from the live end; after a lost subscription, from the live end
+    // again (beats missed meanwhile only make a lease look older, and the next beat of a live
+    // connector lands within a quarter lease). Meanwhile sweeping goes on.
+    let mut heartbeats: Option<Box<dyn Consumer>> = None;
+    let mut backoff = Backoff::default();
+    let mut retry_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            record = heartbeats.next() => match record.map(|r| Heartbeat::decode(&r.value)) {
-                Ok(Ok(beat)) => book.heard(beat, Instant::now()),
+            () = tokio::time::sleep_until(retry_at), if heartbeats.is_none() => {
+                let subscription = Subscription::Partitions {
+                    partitions: (0..HEARTBEATS.partitions).collect(),
+                    start: StartAt::Latest,
+                };
+                match log.subscribe(HEARTBEATS, subscription).await {
+                    Ok(consumer) => heartbeats = Some(consumer),
+                    Err(error) => {
+                        metrics.log_failed("read_heartbeats", &error);
+                        tracing::warn!(%error, "cannot read connector heartbeats; retrying");
+                        retry_at = tokio::time::Instant::now() + backoff.next_delay();
+                    }
+                }
+            }
+            record = next(&mut heartbeats) => match record.map(|r| Heartbeat::decode(&r.value)) {
+                Ok(Ok(beat)) => {
+                    backoff.reset();
+                    metrics.log_ok();
+                    book.heard(beat, Instant::now());
+                }
                 Ok(Err(error)) => tracing::warn!(%error, "skipping an undecodable heartbeat"),
                 Err(error) => {
-                    tracing::error!(%error, "lost the heartbeat topic; presences of crashed connectors will not expire");
-                    return;
+                    metrics.log_failed("read_heartbeats", &error);
+                    let delay = backoff.next_delay();
+                    if !error.is_transient() {
+                        tracing::warn!(%error, "lost the heartbeat topic; subscribing again from the live end");
+                        heartbeats = None;
+                    }
+                    retry_at = tokio::time::Instant::now() + delay;
+                    if heartbeats.is_some() {
+                        // Transient: the same consumer goes on after the delay.
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep_until(retry_at) => {}
+                        }
+                    }
                 }
             },
             _ = tick.tick() => {
@@ -76,6 +102,16 @@ pub(crate) async fn sweep(
                 }
             }
         }
+    }
+}
+
+/// The next record of `consumer`, or never while there is none.
+async fn next(
+    consumer: &mut Option<Box<dyn Consumer>>,
+) -> Result<eventlog::Record, eventlog::LogError> {
+    match consumer {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
     }
 }
 
