@@ -364,16 +364,20 @@ async fn process(
             },
             None => None,
         };
-        if let Some(campaign) = campaign.as_ref().filter(|c| c.has_applied(position)) {
-            // Applied (by another owner, or before a crash) but not answered here yet.
+        // The fence says every campaign write of this partition up to here is in the state.
+        let fenced = campaign.as_ref().filter(|c| c.has_applied(position));
+        if let Some(campaign) = fenced {
+            // Processed already (by another owner, or before a crash): answer it from its
+            // outcome once the campaign's last group is finished. A command that left no
+            // outcome wrote no campaign (a join, a refusal): deciding it again is harmless,
+            // as long as it still writes none (checked below).
             store.settle(&campaign.id, position.partition).await?;
-            let stored = store
-                .outcome(&command.id)
-                .await?
-                .ok_or_else(|| AttemptError::LostOutcome(command.id.clone()))?;
-            group.answer(parse_outcome(&command.id, stored)?, "replayed");
-            continue;
+            if let Some(stored) = store.outcome(&command.id).await? {
+                group.answer(parse_outcome(&command.id, stored)?, "replayed");
+                continue;
+            }
         }
+        let fenced = fenced.is_some();
         if let Some(alias) = &needs.alias {
             if let Some(first) = group
                 .first_answer(store, alias, campaign.as_ref(), position)
@@ -400,6 +404,14 @@ async fn process(
             now: topics::timestamp::now(),
         };
         let decision = decide(command, &view);
+        let writes_campaign = decision
+            .writes
+            .iter()
+            .any(|w| matches!(w, Write::PutCampaign(_)));
+        if fenced && writes_campaign {
+            // In the campaign's state, yet no outcome: never count it again.
+            return Err(AttemptError::LostOutcome(command.id.clone()));
+        }
         let outcome = decision.outcome(command);
         if decision.writes.is_empty() {
             group.answer(outcome, "read_only");

@@ -179,3 +179,26 @@ async fn a_retried_request_with_its_idempotency_key_counts_once_and_gets_the_sam
         "the same donation: {ids:?}"
     );
 }
+
+#[tokio::test]
+async fn a_command_under_the_fence_that_wrote_no_campaign_is_decided_again() {
+    // A second owner ahead of this one moved the fence past a join (which writes presence,
+    // not the campaign) before this owner answered it: the join is decided, not lost.
+    let (_dir, log, store) = seeded().await;
+    group_of(&*log, &store, &[donation("3", "ahead")], 5).await;
+    let join = crate::channels::test_support::command(
+        "donations:campaign:1",
+        claims(Some("8"), &[]),
+        topics::CommandKind::Join {
+            params: json!({}),
+            presence_known: false,
+        },
+    );
+    let records = [record(&join, 0)];
+    let group = [(join, &records[0])];
+    let (results, pending) = process(&*log, &store, &group).await.expect("decided");
+    pending.await.expect("sent");
+    assert_eq!(results, ["applied"], "its presence is tracked");
+    let campaign = store.campaign("1").await.expect("read").expect("exists");
+    assert_eq!(campaign.donation_count, 1);
+}
