@@ -84,8 +84,9 @@ enum AttemptError {
 impl AttemptError {
     fn is_retryable(&self) -> bool {
         match self {
-            AttemptError::Log(LogError::Closed) => false,
-            AttemptError::Log(_) => true,
+            // Unreachable or failing storage: wait for it. A refusal (a record over the
+            // broker's size limit, an unknown topic) would fail the same way forever.
+            AttemptError::Log(e) => matches!(e, LogError::Unavailable(_) | LogError::Io { .. }),
             AttemptError::Store(e) => e.is_retryable(),
             AttemptError::Record(_)
             | AttemptError::Event(_)
@@ -123,8 +124,21 @@ pub(crate) fn spawn_worker(shared: Arc<Shared>, done: mpsc::Sender<Record>) -> W
     let ack_loop = async move {
         while let Some((records, pending)) = acks_rx.recv().await {
             let mut pending = pending;
-            // Outputs not acknowledged: redo the group, which re-sends the stored outcomes.
+            // Outputs not acknowledged: redo the group, which re-sends the stored outcomes;
+            // outputs the log refuses (too large for it) would be refused again, so those
+            // commands go to the dead-letter topic instead of being retried forever.
             while let Err(error) = pending.await {
+                let refused = !matches!(error, LogError::Unavailable(_) | LogError::Io { .. });
+                if refused {
+                    tracing::error!(%error, commands = records.len(), "the log refused a group's outputs");
+                    for record in &records {
+                        let reason = format!("its outputs were refused by the log: {error}");
+                        if dead_letter(&acker_shared, record, &reason).await.is_none() {
+                            return;
+                        }
+                    }
+                    break;
+                }
                 tracing::warn!(%error, commands = records.len(), "outputs not acknowledged; sending them again");
                 match process_with_retry(&acker_shared, &records).await {
                     Some(again) => pending = again,

@@ -471,4 +471,109 @@ mod tests {
         shutdown.cancel();
         runner.await.expect("joins").expect("clean stop");
     }
+
+    /// The embedded log with a broker's record size limit: a batch holding a larger record is
+    /// refused when its acknowledgement is awaited, as Kafka refuses it.
+    #[derive(Debug)]
+    struct Limited {
+        inner: EmbeddedLog,
+        max: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Log for Limited {
+        async fn append(
+            &self,
+            topic: TopicSpec,
+            key: &[u8],
+            value: Bytes,
+        ) -> Result<(u32, u64), LogError> {
+            self.inner.append(topic, key, value).await
+        }
+
+        fn send_all(
+            &self,
+            records: Vec<(TopicSpec, Bytes, Bytes)>,
+        ) -> Result<eventlog::Pending, LogError> {
+            if records.iter().any(|(_, _, value)| value.len() > self.max) {
+                return Ok(Box::pin(std::future::ready(Err(LogError::Kafka(
+                    "Message production error: MessageSizeTooLarge".into(),
+                )))));
+            }
+            self.inner.send_all(records)
+        }
+
+        async fn subscribe(
+            &self,
+            topic: TopicSpec,
+            subscription: Subscription,
+        ) -> Result<Box<dyn Consumer>, LogError> {
+            self.inner.subscribe(topic, subscription).await
+        }
+    }
+
+    #[tokio::test]
+    async fn outputs_too_large_for_the_log_are_dead_lettered_not_retried_forever() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = EmbeddedLog::open(dir.path().join("log")).expect("log");
+        let log: Arc<dyn Log> = Arc::new(Limited { inner, max: 300 });
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+        store
+            .apply(
+                "seed",
+                &[Write::PutCampaign(sample_campaign("1"))],
+                &json!({}),
+            )
+            .await
+            .expect("seed");
+        let mut dead = from_start(&*log, DEAD_LETTERS).await;
+        let mut deliveries = from_start(&*log, DELIVERIES).await;
+        // A donation whose broadcast is over the limit, then a small command on another topic.
+        let big = event(
+            "donations:campaign:1",
+            claims(None, &[]),
+            "new_donation",
+            json!({"amount": "1", "donor_name": "x".repeat(100)}),
+        );
+        log.append(
+            COMMANDS,
+            b"donations:campaign:1",
+            big.encode().expect("encodes"),
+        )
+        .await
+        .expect("append");
+        let registry = prometheus::Registry::new();
+        let metrics = ProcessorMetrics::new(&registry);
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(run(
+            RunnerConfig::default(),
+            log.clone(),
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let refused = tokio::time::timeout(Duration::from_secs(5), dead.next())
+            .await
+            .expect("a dead letter in time")
+            .expect("read");
+        assert_eq!(refused.value, big.encode().expect("encodes"));
+        let mut small = event("donations:lobby", claims(None, &[]), "ping", json!({}));
+        small.id = "small".into();
+        log.append(
+            COMMANDS,
+            b"donations:lobby",
+            small.encode().expect("encodes"),
+        )
+        .await
+        .expect("append");
+        let answered: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
+        assert_eq!(answered.topic, "donations:lobby", "consumption went on");
+        assert_eq!(
+            metrics.dead_letters.get(),
+            1,
+            "refused once, not retried forever"
+        );
+        shutdown.cancel();
+        runner.await.expect("joins").expect("clean stop");
+    }
 }
