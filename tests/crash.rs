@@ -120,3 +120,32 @@ async fn presences_of_a_killed_server_expire_after_its_lease() {
         .await;
     assert_eq!(seen.len(), 1, "only the live user is left");
 }
+
+/// A server stopped (SIGSTOP) for longer than its presence lease wakes without taking its own
+/// users for dead: it judges leases by the heartbeats it reads after waking, not by the wall
+/// time that passed while it was stopped.
+#[tokio::test]
+async fn a_server_stopped_longer_than_its_lease_keeps_its_presences() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Process::start(dir.path(), &["--presence-lease", "2s"]);
+    connect(&server).await;
+    let doc = "collab:document:9";
+    let url = |user: &str| format!("{}&token={}", server.url(), common::token(user, &[]));
+    let mut user = common::Client::connect_url(&url("7")).await;
+    assert_eq!(user.join(doc, json!({})).await.1["status"], "ok");
+    let mut watcher = common::Client::connect_url(&url("8")).await;
+    assert_eq!(watcher.join(doc, json!({})).await.1["status"], "ok");
+    let mut seen = PresenceState::default();
+    watcher
+        .presence_until(doc, &mut seen, |s| s.len() == 2)
+        .await;
+
+    server.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    server.signal("CONT");
+    // Heart-beating resumes; nobody left, so nothing may say otherwise for two leases.
+    watcher
+        .assert_no_event("presence_diff", Duration::from_secs(4))
+        .await;
+    assert_eq!(seen.len(), 2);
+}

@@ -62,6 +62,16 @@ impl Process {
         self.child.try_wait().expect("query the child")
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the child.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     pub fn kill_9(&mut self) {
         // Child::kill sends SIGKILL on Unix: no shutdown code runs.
         self.child.kill().expect("kill -9");

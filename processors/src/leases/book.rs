@@ -38,6 +38,12 @@ pub(crate) struct LeaseBook {
     /// (connector, topic) → when its expiry was last sent, so one is not sent every sweep
     /// while the topic's owner works through a backlog.
     sent: HashMap<(String, String), Instant>,
+    /// When the last sweep ran, to notice that this processor itself was stopped.
+    last_sweep: Option<Instant>,
+    /// Since when this processor has been running without a stall: leases are judged only
+    /// over time it spent reading heartbeats, so one that wakes from a stall longer than a
+    /// lease does not take every connector for dead before reading their heartbeats.
+    awake_since: Instant,
 }
 
 impl LeaseBook {
@@ -49,7 +55,21 @@ impl LeaseBook {
             started,
             seen: HashMap::new(),
             sent: HashMap::new(),
+            last_sweep: None,
+            awake_since: started,
         }
+    }
+
+    /// A sweep runs at `now`; sweeps are meant to run every `every`. A gap of more than four
+    /// of them means this processor was stopped (a pause, a stall, a suspended VM): its
+    /// view of the heartbeats is stale, so every lease runs afresh from `now`.
+    pub(crate) fn sweeping(&mut self, now: Instant, every: Duration) {
+        if let Some(last) = self.last_sweep {
+            if now.saturating_duration_since(last) > every * 4 {
+                self.awake_since = now;
+            }
+        }
+        self.last_sweep = Some(now);
     }
 
     /// Records `beat`, read at `now`: its connector's lease now runs for the heartbeat's own
@@ -68,14 +88,19 @@ impl LeaseBook {
     ///
     /// A connector never heard from counts from `started` with the default lease, so a
     /// restarted processor gives live connectors a full lease to show up; its epoch is
-    /// [`UNSEEN`].
+    /// [`UNSEEN`]. After a stall (see [`sweeping`](Self::sweeping)) every lease counts from
+    /// the waking.
     pub(crate) fn lapsed(&self, connector: &str, now: Instant) -> Option<String> {
         match self.seen.get(connector) {
             Some(seen) => {
-                (now.saturating_duration_since(seen.at) > seen.lease).then(|| seen.epoch.clone())
+                let since = seen.at.max(self.awake_since);
+                (now.saturating_duration_since(since) > seen.lease).then(|| seen.epoch.clone())
             }
-            None => (now.saturating_duration_since(self.started) > self.default_lease)
-                .then(|| UNSEEN.to_owned()),
+            None => {
+                let since = self.started.max(self.awake_since);
+                (now.saturating_duration_since(since) > self.default_lease)
+                    .then(|| UNSEEN.to_owned())
+            }
         }
     }
 
@@ -290,5 +315,46 @@ mod tests {
         book.heard(beat("c1", 1_000_000, "e1"), t0);
         book.forget_old_sends(t0 + LEASE * 10);
         assert_eq!(book.lapsed("c1", t0 + LEASE * 10), None);
+    }
+
+    #[test]
+    fn a_processor_waking_from_a_stall_gives_every_connector_a_fresh_lease() {
+        let every = Duration::from_millis(500);
+        let t0 = Instant::now();
+        let mut book = LeaseBook::new(LEASE, t0);
+        book.heard(beat("alive", 10_000, "e1"), t0);
+        book.sweeping(t0 + every, every);
+        // Stopped for 30 s: the heartbeats sent meanwhile are still queued, unread.
+        let woke = t0 + Duration::from_secs(30);
+        book.sweeping(woke, every);
+        assert_eq!(book.lapsed("alive", woke), None, "judged from the waking");
+        assert_eq!(book.lapsed("never-heard", woke), None);
+        // A connector that stays silent for a whole lease after the waking is expired.
+        assert_eq!(
+            book.lapsed("alive", woke + LEASE + MS),
+            Some("e1".to_owned())
+        );
+        assert_eq!(
+            book.lapsed("never-heard", woke + LEASE + MS),
+            Some(UNSEEN.to_owned())
+        );
+    }
+
+    #[test]
+    fn sweeps_on_time_keep_leases_counting_from_their_heartbeats() {
+        let every = Duration::from_millis(500);
+        let t0 = Instant::now();
+        let mut book = LeaseBook::new(LEASE, t0);
+        book.heard(beat("c", 10_000, "e1"), t0);
+        let mut now = t0;
+        while now < t0 + LEASE + every {
+            now += every;
+            book.sweeping(now, every);
+        }
+        assert_eq!(
+            book.lapsed("c", now),
+            Some("e1".to_owned()),
+            "no stall, no reprieve"
+        );
     }
 }

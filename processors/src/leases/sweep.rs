@@ -97,7 +97,9 @@ pub(crate) async fn sweep(
             _ = tick.tick() => {
                 let owned = owned.read().unwrap_or_else(PoisonError::into_inner).clone();
                 let sweep = Sweep { log: &*log, store: &*store, owned: &owned, metrics: &metrics };
-                if let Err(error) = sweep.run(&mut book, Instant::now()).await {
+                let now = Instant::now();
+                book.sweeping(now, every);
+                if let Err(error) = sweep.run(&mut book, now).await {
                     tracing::warn!(%error, "lease sweep failed; trying again next sweep");
                 }
             }
