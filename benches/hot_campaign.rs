@@ -257,4 +257,15 @@ async fn main() {
         .map(|p| format!("{:.0} MiB", peak_rss_mib(*p)))
         .collect();
     println!("server peak RSS: {}", rss.join(", "));
+    let store = std::fs::metadata(dir.path().join("store.sqlite")).map(|m| m.len());
+    let wal = std::fs::metadata(dir.path().join("store.sqlite-wal")).map(|m| m.len());
+    if let Ok(bytes) = store {
+        let donations = flat_out.acks.len() + paced.acks.len();
+        println!(
+            "store: {:.1} MiB (+ {:.1} MiB WAL) for {donations} donations: {:.0} bytes each, outcomes included",
+            bytes as f64 / 1048576.0,
+            wal.unwrap_or_default() as f64 / 1048576.0,
+            bytes as f64 / donations.max(1) as f64
+        );
+    }
 }

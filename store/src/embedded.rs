@@ -6,6 +6,7 @@
 //! queries need. Every call runs on tokio's blocking pool so the runtime never waits on disk.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -61,6 +62,52 @@ CREATE TABLE IF NOT EXISTS presence_topics (
 );
 ";
 
+/// How long outcomes are kept: longer than the command topic's retention (7 days), so a
+/// command that can still be read finds its outcome, as on Scylla (the outcomes table's TTL).
+const OUTCOME_RETENTION_MS: i64 = 8 * 24 * 3_600_000;
+
+/// Outcomes older than [`OUTCOME_RETENTION_MS`] are deleted once every this many batches (and
+/// at open): one indexed range delete, rare enough to cost nothing per donation.
+const PRUNE_EVERY: u64 = 4096;
+
+/// Milliseconds since the epoch, the age of stored outcomes.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// Gives `processed_commands` its `stored_at` column (stores made before it had none): rows
+/// already there count from now, so none is pruned before its command has left the log.
+fn add_outcome_ages(conn: &Connection) -> Result<(), StoreError> {
+    let has_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('processed_commands') WHERE name = 'stored_at'")
+        .and_then(|mut stmt| stmt.exists([]))
+        .map_err(unavailable)?;
+    if !has_column {
+        conn.execute_batch(&format!(
+            "ALTER TABLE processed_commands ADD COLUMN stored_at INTEGER NOT NULL DEFAULT {}",
+            now_ms()
+        ))
+        .map_err(unavailable)?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS processed_commands_by_age ON processed_commands (stored_at)",
+    )
+    .map_err(unavailable)
+}
+
+/// Deletes the outcomes stored more than [`OUTCOME_RETENTION_MS`] before `now`.
+fn prune_outcomes(conn: &Connection, now: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM processed_commands WHERE stored_at < ?1",
+        [now - OUTCOME_RETENTION_MS],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 const OUTCOME_SQL: &str = "SELECT outcome FROM processed_commands WHERE command_id = ?1";
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
@@ -92,6 +139,8 @@ pub struct EmbeddedStore {
     // One connection per process: SQLite serialises writers anyway, and WAL lets readers in
     // other processes proceed.
     conn: Arc<Mutex<Connection>>,
+    /// Batches stored by this handle, so old outcomes are pruned every [`PRUNE_EVERY`].
+    batches: Arc<AtomicU64>,
 }
 
 impl EmbeddedStore {
@@ -110,9 +159,12 @@ impl EmbeddedStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        add_outcome_ages(&conn)?;
+        prune_outcomes(&conn, now_ms())?;
         Ok(Self {
             path,
             conn: Arc::new(Mutex::new(conn)),
+            batches: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -314,6 +366,8 @@ impl Store for EmbeddedStore {
                 )
             })
             .collect();
+        let stored_at = now_ms();
+        let prune = self.batches.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1;
         self.with_conn(move |conn| {
             // IMMEDIATE takes the write lock up front, so the duplicate checks and the writes
             // cannot interleave with another process (or a second owner) doing the same.
@@ -337,9 +391,9 @@ impl Store for EmbeddedStore {
                     match write {
                         Write::OutcomeAlias(alias) => {
                             tx.execute(
-                                "INSERT INTO processed_commands (command_id, outcome)
-                                 VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                                params![alias, outcome],
+                                "INSERT INTO processed_commands (command_id, outcome, stored_at)
+                                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                                params![alias, outcome, stored_at],
                             )
                             .map_err(unavailable)?;
                         }
@@ -347,12 +401,16 @@ impl Store for EmbeddedStore {
                     }
                 }
                 tx.execute(
-                    "INSERT INTO processed_commands (command_id, outcome) VALUES (?1, ?2)",
-                    params![command_id, outcome],
+                    "INSERT INTO processed_commands (command_id, outcome, stored_at)
+                     VALUES (?1, ?2, ?3)",
+                    params![command_id, outcome, stored_at],
                 )
                 .map_err(unavailable)?;
             }
             tx.commit().map_err(unavailable)?;
+            if prune {
+                prune_outcomes(conn, stored_at)?;
+            }
             Ok(vec![Applied::Stored; commands.len()])
         })
         .await
@@ -480,5 +538,44 @@ mod tests {
         let (dir, first) = fresh().await;
         let second = EmbeddedStore::open(dir.path()).expect("second open");
         conformance::two_owners_apply_every_command_once(&first, &second).await;
+    }
+
+    #[tokio::test]
+    async fn outcomes_older_than_the_command_retention_are_pruned() {
+        let (dir, store) = fresh().await;
+        store
+            .apply("fresh", &[], &serde_json::json!({"n": 1}))
+            .await
+            .expect("apply");
+        {
+            let conn = Connection::open(dir.path().join("store.sqlite")).expect("open");
+            conn.execute(
+                "INSERT INTO processed_commands (command_id, outcome, stored_at)
+                 VALUES ('ancient', '{}', ?1)",
+                [now_ms() - OUTCOME_RETENTION_MS - 1],
+            )
+            .expect("insert");
+        }
+        let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.outcome("ancient").await.expect("read"), None);
+        assert!(reopened.outcome("fresh").await.expect("read").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_outcome_ages_opens_and_keeps_its_outcomes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let conn = Connection::open(dir.path().join("store.sqlite")).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE processed_commands (command_id TEXT PRIMARY KEY, outcome TEXT NOT NULL);
+                 INSERT INTO processed_commands VALUES ('old', '{\"kept\": true}');",
+            )
+            .expect("old schema");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        assert_eq!(
+            store.outcome("old").await.expect("read"),
+            Some(serde_json::json!({"kept": true}))
+        );
     }
 }
