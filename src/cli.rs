@@ -58,12 +58,14 @@ pub struct ScyllaArgs {
         default_value = "fawkes"
     )]
     pub keyspace: String,
-    /// Replication of the keyspace, as CQL, used by `fawkes schema apply`.
+    /// Replication of the keyspace, as CQL, used by `fawkes schema apply`: one replica by
+    /// default (a development node); in production
+    /// `{'class': 'NetworkTopologyStrategy', '<datacenter>': 3}`.
     #[arg(
         long = "scylla-replication",
         global = true,
         env = "FAWKES_SCYLLA_REPLICATION",
-        default_value = "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}"
+        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     )]
     pub replication: String,
     /// Consistency of reads and writes: one, local_one, quorum, local_quorum, all.

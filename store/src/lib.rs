@@ -52,6 +52,10 @@ pub enum StoreError {
     /// was decided; deciding the group again on fresh state resolves it.
     #[error("command {0} was applied by another writer meanwhile")]
     AppliedMeanwhile(String),
+    /// The backend refused the request itself (a missing table, an invalid or unauthorized
+    /// request): retrying will not help; the configuration or the schema needs fixing.
+    #[error("the store refused the request: {0}")]
+    Refused(String),
     /// Stored data could not be read back; retrying will not help.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

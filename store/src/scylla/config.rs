@@ -67,12 +67,14 @@ pub struct ScyllaConfig {
 }
 
 impl ScyllaConfig {
-    /// Defaults for `nodes`: keyspace `fawkes`, replication factor 3, `LOCAL_QUORUM`.
+    /// Defaults for `nodes`: keyspace `fawkes`, one replica (a development node: production sets
+    /// `FAWKES_SCYLLA_REPLICATION` to `NetworkTopologyStrategy` with 3 per datacenter),
+    /// `LOCAL_QUORUM`.
     pub fn new(nodes: Vec<String>) -> Self {
         Self {
             nodes,
             keyspace: "fawkes".into(),
-            replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}".into(),
+            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
             consistency: Consistency::LocalQuorum,
             max_in_flight: 256,
         }

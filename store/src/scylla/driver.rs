@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use serde_json::Value;
@@ -15,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use super::plan::corrupt;
 use super::protocol::Protocol;
+use super::schema::without_tablets;
 use super::statements::Statements;
 use super::tables::{CampaignCas, CampaignRow, Tables};
 use super::{schema_statements, ScyllaConfig};
@@ -23,6 +25,34 @@ use crate::{Applied, Campaign, Decided, Donation, Presence, PresenceFilter, Stor
 /// The cluster could not be reached or refused: worth retrying.
 pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+/// The store error for a request the cluster failed: [`StoreError::Refused`] when it refused
+/// the request itself (retrying cannot help), else retryable, with the consistency named when
+/// too few replicas were alive to meet it.
+fn execution(error: ExecutionError) -> StoreError {
+    let ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, message)) = &error else {
+        return unavailable(error);
+    };
+    match db {
+        DbError::SyntaxError
+        | DbError::Invalid
+        | DbError::AlreadyExists { .. }
+        | DbError::AuthenticationError
+        | DbError::Unauthorized
+        | DbError::ConfigError
+        | DbError::FunctionFailure { .. }
+        | DbError::ProtocolError => StoreError::Refused(format!("{db}: {message}")),
+        DbError::Unavailable {
+            consistency,
+            required,
+            alive,
+        } => StoreError::Unavailable(format!(
+            "the cluster cannot meet consistency {consistency:?} now: {required} replicas \
+             needed, {alive} alive (FAWKES_SCYLLA_CONSISTENCY, the keyspace's replication)"
+        )),
+        _ => unavailable(error),
+    }
 }
 
 /// Shards of `presence_connectors`, so the connectors' rows are not one hot partition.
@@ -122,12 +152,19 @@ impl ScyllaStore {
         let session = open_session(config).await?;
         let statements = schema_statements(&config.keyspace, &config.replication);
         for statement in &statements {
-            if let Err(error) = session.query_unpaged(statement.as_str(), ()).await {
+            let mut result = session.query_unpaged(statement.as_str(), ()).await;
+            if let (Err(error), Some(older)) = (&result, without_tablets(statement)) {
+                // Servers without tablets (ScyllaDB 5, Cassandra) do not know the option.
+                if error.to_string().to_lowercase().contains("tablets") {
+                    result = session.query_unpaged(older, ()).await;
+                }
+            }
+            if let Err(error) = result {
                 // `ALTER TABLE .. ADD` has no `IF NOT EXISTS`: a column added by an earlier
                 // run is what re-applying the schema expects.
                 let adds = statement.to_uppercase().starts_with("ALTER TABLE");
                 if !(adds && error.to_string().to_lowercase().contains("exist")) {
-                    return Err(unavailable(error));
+                    return Err(execution(error));
                 }
             }
         }
@@ -147,7 +184,7 @@ impl CqlTables {
             .session
             .execute_unpaged(statement, values)
             .await
-            .map_err(unavailable)?;
+            .map_err(execution)?;
         if !result.is_rows() {
             return Ok(None);
         }
@@ -189,7 +226,7 @@ impl CqlTables {
         self.session
             .execute_unpaged(statement, values)
             .await
-            .map_err(unavailable)?;
+            .map_err(execution)?;
         Ok(())
     }
 

@@ -41,9 +41,31 @@ pub fn schema_statements(keyspace: &str, replication: &str) -> Vec<String> {
         .collect()
 }
 
+/// `statement` without its `AND tablets = {...}` clause (the keyspace's), for servers that do
+/// not know tablets; `None` when it has none.
+#[cfg(any(test, feature = "scylla"))]
+pub(crate) fn without_tablets(statement: &str) -> Option<String> {
+    let at = statement.find("AND tablets")?;
+    Some(statement[..at].trim_end().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keyspace_turns_tablets_off_and_can_do_without_the_option() {
+        let statements =
+            schema_statements("fk", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
+        let keyspace = &statements[0];
+        assert!(
+            keyspace.contains("AND tablets = {'enabled': false}"),
+            "{keyspace}"
+        );
+        let older = without_tablets(keyspace).expect("a clause to drop");
+        assert!(older.ends_with("'replication_factor': 1}"), "{older}");
+        assert_eq!(without_tablets(&statements[1]), None);
+    }
 
     #[test]
     fn schema_statements_substitute_and_split() {
