@@ -30,9 +30,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use topics::names::{BROADCASTS, DEAD_LETTERS, DELIVERIES, EVENTS};
-use topics::{Command, RecordError};
+use topics::{Command, RecordError, Refusal};
 
-use crate::decision::{Outcome, View};
+use crate::decision::{Decision, Outcome, View};
 use crate::metrics::ProcessorMetrics;
 use crate::{decide, needs};
 
@@ -133,7 +133,10 @@ pub(crate) fn spawn_worker(shared: Arc<Shared>, done: mpsc::Sender<Record>) -> W
                     tracing::error!(%error, commands = records.len(), "the log refused a group's outputs");
                     for record in &records {
                         let reason = format!("its outputs were refused by the log: {error}");
-                        if dead_letter(&acker_shared, record, &reason).await.is_none() {
+                        if set_aside(&acker_shared, record, &reason, false)
+                            .await
+                            .is_none()
+                        {
                             return;
                         }
                     }
@@ -238,6 +241,18 @@ async fn retry(
 
 /// Sends a poison command to the dead-letter topic, retrying until the log takes it.
 async fn dead_letter(shared: &Shared, record: &Record, reason: &str) -> Option<Pending> {
+    set_aside(shared, record, reason, true).await
+}
+
+/// Sends a command to the dead-letter topic, retrying until the log takes it; with
+/// `tell_client`, its client is answered `command failed` (not when the command was applied
+/// and only its outputs could not be sent: that would say it failed when it did not).
+async fn set_aside(
+    shared: &Shared,
+    record: &Record,
+    reason: &str,
+    tell_client: bool,
+) -> Option<Pending> {
     tracing::error!(
         partition = record.partition,
         offset = record.offset,
@@ -263,7 +278,25 @@ async fn dead_letter(shared: &Shared, record: &Record, reason: &str) -> Option<P
         }
         delay = (delay * 2).min(shared.retry_max);
     }
-    Some(Box::pin(std::future::ready(Ok(()))))
+    // A client waiting for this command's reply is told it failed, not left to time out.
+    match refusal_of(record).filter(|_| tell_client) {
+        Some(outcome) => match emit(&*shared.log, &[outcome]) {
+            Ok(pending) => Some(pending),
+            Err(error) => {
+                tracing::warn!(%error, "the failure reply of a dead-lettered command was not sent");
+                Some(Box::pin(std::future::ready(Ok(()))))
+            }
+        },
+        None => Some(Box::pin(std::future::ready(Ok(())))),
+    }
+}
+
+/// The `command failed` reply to a dead-lettered command's message, when it can be read and
+/// its client waits for a reply.
+fn refusal_of(record: &Record) -> Option<Outcome> {
+    let command = Command::decode(&record.value).ok()?;
+    command.socket.msg_ref.as_ref()?;
+    Some(Decision::refuse(Refusal::Failed).outcome(&command))
 }
 
 /// A command decided in this group, waiting to be stored.

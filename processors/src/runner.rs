@@ -576,4 +576,52 @@ mod tests {
         shutdown.cancel();
         runner.await.expect("joins").expect("clean stop");
     }
+
+    #[tokio::test]
+    async fn a_command_that_fails_for_good_is_set_aside_and_its_client_told() {
+        let (_dir, log, store) = seeded().await;
+        // An outcome that cannot be read back: answering from it fails, whatever the retries.
+        store
+            .apply("unreadable", &[], &json!("not an outcome"))
+            .await
+            .expect("apply");
+        let store: Arc<dyn Store> = Arc::new(store);
+        let mut dead = from_start(&*log, DEAD_LETTERS).await;
+        let mut deliveries = from_start(&*log, DELIVERIES).await;
+        let mut cmd = event(
+            "donations:campaign:1",
+            claims(None, &[]),
+            "new_donation",
+            json!({"amount": "1", "donor_name": "X"}),
+        );
+        cmd.id = "unreadable".into();
+        log.append(
+            COMMANDS,
+            cmd.topic.as_bytes(),
+            cmd.encode().expect("encodes"),
+        )
+        .await
+        .expect("append");
+        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(run(
+            RunnerConfig::default(),
+            log.clone(),
+            store,
+            metrics,
+            shutdown.clone(),
+        ));
+        let set_aside = tokio::time::timeout(Duration::from_secs(5), dead.next())
+            .await
+            .expect("a dead letter in time")
+            .expect("read");
+        assert_eq!(set_aside.value, cmd.encode().expect("encodes"));
+        let told: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
+        let reply = told.reply.expect("a reply");
+        assert_eq!(reply.status, topics::ReplyStatus::Error);
+        assert_eq!(reply.response, json!({"reason": "command failed"}));
+        assert_eq!(told.socket.msg_ref, cmd.socket.msg_ref);
+        shutdown.cancel();
+        runner.await.expect("joins").expect("clean stop");
+    }
 }

@@ -36,11 +36,14 @@ pub enum Refusal {
     /// unreachable). Not a failure: the command may still have been stored, so the client
     /// retries (safely, with its idempotency key). A join answered so was not made.
     Unavailable,
+    /// The command could not be processed and was set aside for an operator (the dead-letter
+    /// topic): sending the same request again fails the same way.
+    Failed,
 }
 
 impl Refusal {
     /// Every refusal, for the catalog check and for documentation.
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::UnmatchedTopic,
         Refusal::Unauthorized,
         Refusal::NotFound,
@@ -53,6 +56,7 @@ impl Refusal {
         Refusal::NotTracked,
         Refusal::CampaignIdUnavailable,
         Refusal::Unavailable,
+        Refusal::Failed,
     ];
 
     /// The reason as the client reads it (also the log line's and metric label's word).
@@ -70,6 +74,7 @@ impl Refusal {
             Refusal::NotTracked => "not tracked",
             Refusal::CampaignIdUnavailable => "campaign id unavailable",
             Refusal::Unavailable => "unavailable",
+            Refusal::Failed => "command failed",
         }
     }
 
