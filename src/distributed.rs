@@ -75,6 +75,7 @@ pub async fn processor(
     }
     bail_on(problems)?;
     let kafka = kafka.map_err(anyhow::Error::msg)?;
+    check_retention(&kafka).await;
     let log = kafka_log(kafka)?;
     let store: Arc<dyn store::Store> = match args.scylla.config() {
         #[cfg(not(feature = "scylla"))]
@@ -259,6 +260,50 @@ async fn provision(_: KafkaConfig, _: TopicsAction) -> anyhow::Result<()> {
 #[cfg(not(feature = "kafka"))]
 const NO_KAFKA: &str =
     "this fawkes was built without Kafka support (rebuild with the default `kafka` feature)";
+
+/// Says at start whether the brokers keep commands and committed positions as long as the
+/// guarantees need (README, "How long the guarantees need their records"). Counting stays
+/// exact either way (campaign fences never expire); what a mismatch costs is said in each
+/// warning. Brokers that do not describe their configuration (Tansu) are noted, not refused.
+#[cfg(feature = "kafka")]
+async fn check_retention(config: &KafkaConfig) {
+    let retention = match KafkaLog::connect(config.clone()) {
+        Ok(log) => log.retention().await,
+        Err(error) => Err(error),
+    };
+    let retention = match retention {
+        Ok(retention) => retention,
+        Err(error) => {
+            tracing::info!(%error, "cannot read the brokers' retention settings; not checked");
+            return;
+        }
+    };
+    let outcomes_ms = i64::try_from(store::OUTCOME_RETENTION.as_millis()).unwrap_or(i64::MAX);
+    if let Some(commands_ms) = retention.commands_ms {
+        if commands_ms < 0 || commands_ms > outcomes_ms {
+            tracing::warn!(
+                commands_ms,
+                outcomes_ms,
+                "the commands topic keeps commands longer than their outcomes are kept: one \
+                 re-read after its outcome expired is answered anew (never counted twice)"
+            );
+        }
+    }
+    if let (Some(minutes), Some(commands_ms)) = (retention.offsets_minutes, retention.commands_ms) {
+        if commands_ms > 0 && minutes.saturating_mul(60_000) < commands_ms {
+            tracing::warn!(
+                offsets_retention_minutes = minutes,
+                commands_ms,
+                "committed positions expire before the commands they point into: a partition \
+                 idle that long restarts from its earliest command (replays, answered from \
+                 stored outcomes); raise offsets.retention.minutes"
+            );
+        }
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn check_retention(_: &KafkaConfig) {}
 
 /// The log of the distributed mode: Kafka, or in a build without it the reason there is none.
 fn kafka_log(config: KafkaConfig) -> anyhow::Result<Arc<dyn Log>> {

@@ -74,6 +74,21 @@ mod log_conformance {
     }
 
     #[tokio::test]
+    async fn the_brokers_retention_settings_can_be_read_at_start() {
+        // What `fawkes processor` checks at start; `topics create` set the commands' 7 days.
+        let tansu = Tansu::start();
+        let retention = kafka_log(&tansu)
+            .await
+            .retention()
+            .await
+            .expect("the brokers describe their configuration");
+        assert_eq!(
+            retention.commands_ms,
+            Some(topics::names::COMMANDS.retention_ms)
+        );
+    }
+
+    #[tokio::test]
     async fn keyed_order() {
         let tansu = Tansu::start();
         conformance::keyed_order(&kafka_log(&tansu).await).await;

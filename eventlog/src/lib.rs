@@ -32,7 +32,7 @@ pub mod conformance;
 pub use backoff::Backoff;
 pub use embedded::EmbeddedLog;
 #[cfg(feature = "kafka")]
-pub use kafka::{Created, KafkaLog};
+pub use kafka::{Created, KafkaLog, Retention};
 pub use kafka::{KafkaConfig, TopicPlacement};
 
 use async_trait::async_trait;

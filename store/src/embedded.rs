@@ -62,9 +62,9 @@ CREATE TABLE IF NOT EXISTS presence_topics (
 );
 ";
 
-/// How long outcomes are kept: longer than the command topic's retention (7 days), so a
-/// command that can still be read finds its outcome, as on Scylla (the outcomes table's TTL).
-const OUTCOME_RETENTION_MS: i64 = 8 * 24 * 3_600_000;
+/// [`OUTCOME_RETENTION`](crate::OUTCOME_RETENTION) in milliseconds (on Scylla it is the
+/// outcomes table's TTL).
+const OUTCOME_RETENTION_MS: i64 = crate::OUTCOME_RETENTION.as_millis() as i64;
 
 /// Outcomes older than [`OUTCOME_RETENTION_MS`] are deleted once every this many batches (and
 /// at open): one indexed range delete, rare enough to cost nothing per donation.

@@ -38,6 +38,11 @@ pub use model::{Campaign, Donation, Position, Presence, PresenceFilter, Visibili
 pub use self::scylla::ScyllaStore;
 pub use self::scylla::{schema_statements, Consistency, ScyllaConfig};
 
+/// How long a command's outcome is kept after it was stored: longer than the command topic's
+/// retention (7 days), so a command that can still be read is answered as the first time.
+/// (The campaigns' fences, which keep counting exact, never expire.)
+pub const OUTCOME_RETENTION: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3600);
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
@@ -131,6 +131,15 @@ impl std::fmt::Debug for KafkaLog {
             .field("brokers", &self.config.brokers)
             .finish_non_exhaustive()
     }
+}
+
+/// What the brokers keep, as [`KafkaLog::retention`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The commands topic's `retention.ms` (-1: forever).
+    pub commands_ms: Option<i64>,
+    /// The brokers' `offsets.retention.minutes`.
+    pub offsets_minutes: Option<i64>,
 }
 
 /// The result of creating one topic.
@@ -271,6 +280,40 @@ impl KafkaLog {
         })
         .await
         .map_err(|_| LogError::Closed)?
+    }
+
+    /// How long the brokers keep what the processors' guarantees lean on: the commands
+    /// topic's `retention.ms`, and the brokers' `offsets.retention.minutes` (how long a
+    /// committed position of a partition nobody commits to survives). `None` for a value the
+    /// broker did not report; an error when it does not answer `DescribeConfigs` at all.
+    pub async fn retention(&self) -> Result<Retention, LogError> {
+        let admin: AdminClient<DefaultClientContext> =
+            base(&self.config).create().map_err(kafka)?;
+        let config = self.config.clone();
+        let broker = tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = base(&config).create().map_err(kafka)?;
+            let metadata = consumer
+                .fetch_metadata(None, METADATA_TIMEOUT)
+                .map_err(kafka)?;
+            Ok::<_, LogError>(metadata.brokers().first().map(|b| b.id()))
+        })
+        .await
+        .map_err(|_| LogError::Closed)??;
+        let mut resources = vec![ResourceSpecifier::Topic(COMMANDS.name)];
+        resources.extend(broker.map(ResourceSpecifier::Broker));
+        let options = AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT));
+        let described = admin
+            .describe_configs(&resources, &options)
+            .await
+            .map_err(kafka)?;
+        let value = |index: usize, name: &str| -> Option<i64> {
+            let resource = described.get(index)?.as_ref().ok()?;
+            resource.get(name)?.value.as_deref()?.parse().ok()
+        };
+        Ok(Retention {
+            commands_ms: value(0, "retention.ms"),
+            offsets_minutes: value(1, "offsets.retention.minutes"),
+        })
     }
 
     /// Topics on the cluster and their partition counts.

@@ -20,4 +20,4 @@ mod log;
 
 pub use config::{KafkaConfig, TopicPlacement};
 #[cfg(feature = "kafka")]
-pub use log::{Created, KafkaLog};
+pub use log::{Created, KafkaLog, Retention};

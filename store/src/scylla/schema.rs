@@ -54,6 +54,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn outcomes_live_as_long_as_the_store_promises() {
+        let ttl = format!(
+            "default_time_to_live = {}",
+            crate::OUTCOME_RETENTION.as_secs()
+        );
+        let statements = schema_statements("fk", "{}");
+        assert!(
+            statements
+                .iter()
+                .any(|s| s.contains("fk.outcomes") && s.contains(&ttl)),
+            "the outcomes table's TTL is OUTCOME_RETENTION"
+        );
+    }
+
+    #[test]
     fn the_keyspace_turns_tablets_off_and_can_do_without_the_option() {
         let statements =
             schema_statements("fk", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
