@@ -390,7 +390,7 @@ impl Tables for CqlTables {
                 &presence.topic,
                 &presence.connector_id,
                 socket,
-                &presence.phx_ref,
+                &presence.join_id,
                 body,
             ),
         )
@@ -405,7 +405,7 @@ impl Tables for CqlTables {
                 &presence.topic,
                 &presence.connector_id,
                 socket,
-                &presence.phx_ref,
+                &presence.join_id,
             ),
         )
         .await

@@ -21,7 +21,7 @@ struct State {
     outcomes: HashMap<String, String>,
     sequences: HashMap<String, i64>,
     claims: HashMap<(String, String), i64>,
-    /// topic → (connector, socket, phx_ref) → body.
+    /// topic → (connector, socket, join id) → body.
     presence: HashMap<String, BTreeMap<(String, u64, String), String>>,
     presence_by_connector: BTreeMap<String, std::collections::BTreeSet<String>>,
     presence_connectors: std::collections::BTreeSet<String>,
@@ -33,6 +33,8 @@ pub(crate) struct Model {
     state: Mutex<State>,
     /// Writes left before the injected crash (`usize::MAX`: none).
     writes_left: AtomicUsize,
+    /// Presence rows deleted: each would be a tombstone on a cluster.
+    presence_deletes: AtomicUsize,
 }
 
 impl Default for Model {
@@ -40,6 +42,7 @@ impl Default for Model {
         Self {
             state: Mutex::default(),
             writes_left: AtomicUsize::new(usize::MAX),
+            presence_deletes: AtomicUsize::new(0),
         }
     }
 }
@@ -54,6 +57,11 @@ impl Model {
     /// The process is back: statements succeed again.
     pub(crate) fn restart(&self) {
         self.writes_left.store(usize::MAX, Ordering::SeqCst);
+    }
+
+    /// How many presence rows were deleted.
+    pub(crate) fn presence_deletes(&self) -> usize {
+        self.presence_deletes.load(Ordering::SeqCst)
     }
 
     fn crashed(&self) -> bool {
@@ -287,7 +295,7 @@ impl Tables for Model {
                     (
                         presence.connector_id.clone(),
                         presence.socket_id,
-                        presence.phx_ref.clone(),
+                        presence.join_id.clone(),
                     ),
                     body.to_owned(),
                 );
@@ -296,12 +304,13 @@ impl Tables for Model {
     }
 
     async fn delete_presence(&self, presence: &Presence) -> Result<(), StoreError> {
+        self.presence_deletes.fetch_add(1, Ordering::SeqCst);
         self.write(|s| {
             if let Some(rows) = s.presence.get_mut(&presence.topic) {
                 rows.remove(&(
                     presence.connector_id.clone(),
                     presence.socket_id,
-                    presence.phx_ref.clone(),
+                    presence.join_id.clone(),
                 ));
             }
         })

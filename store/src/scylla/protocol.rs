@@ -70,6 +70,9 @@ impl<T: Tables> Protocol<T> {
                         .await?;
                     self.tables.put_presence(presence, &body).await?;
                 }
+                // A meta update (untrack the old meta, track the new one of the same join)
+                // is one overwrite of the join's row: no tombstone per cursor move.
+                Write::Untrack(presence) if replaced(writes, presence) => {}
                 Write::Untrack(presence) => self.tables.delete_presence(presence).await?,
                 Write::ForgetPresenceTopic {
                     connector_id,
@@ -105,6 +108,17 @@ impl<T: Tables> Protocol<T> {
             }
         }
     }
+}
+
+/// Whether `writes` also track a presence in `untracked`'s row (same topic, socket and join):
+/// then that write overwrites the row and the untrack needs no delete.
+fn replaced(writes: &[Write], untracked: &Presence) -> bool {
+    writes.iter().any(|w| {
+        matches!(w, Write::Track(p) if p.topic == untracked.topic
+            && p.connector_id == untracked.connector_id
+            && p.socket_id == untracked.socket_id
+            && p.join_id == untracked.join_id)
+    })
 }
 
 fn parse<V: serde::de::DeserializeOwned>(text: &str) -> Result<V, StoreError> {

@@ -73,22 +73,22 @@ pub(super) const CQL: [(&str, &str); 23] = [
         "put_claim",
         "INSERT INTO {keyspace}.claims (sequence, claimant, value) VALUES (?, ?, ?) IF NOT EXISTS",
     ),
-    ("presences", "SELECT body FROM {keyspace}.presence WHERE topic = ?"),
+    ("presences", "SELECT body FROM {keyspace}.presences WHERE topic = ?"),
     (
         "presences_of_connector",
-        "SELECT body FROM {keyspace}.presence WHERE topic = ? AND connector_id = ?",
+        "SELECT body FROM {keyspace}.presences WHERE topic = ? AND connector_id = ?",
     ),
     (
         "presences_of_socket",
-        "SELECT body FROM {keyspace}.presence WHERE topic = ? AND connector_id = ? AND socket_id = ?",
+        "SELECT body FROM {keyspace}.presences WHERE topic = ? AND connector_id = ? AND socket_id = ?",
     ),
     (
         "track",
-        "INSERT INTO {keyspace}.presence (topic, connector_id, socket_id, phx_ref, body) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO {keyspace}.presences (topic, connector_id, socket_id, join_id, body) VALUES (?, ?, ?, ?, ?)",
     ),
     (
         "untrack",
-        "DELETE FROM {keyspace}.presence WHERE topic = ? AND connector_id = ? AND socket_id = ? AND phx_ref = ?",
+        "DELETE FROM {keyspace}.presences WHERE topic = ? AND connector_id = ? AND socket_id = ? AND join_id = ?",
     ),
     (
         "add_presence_topic",

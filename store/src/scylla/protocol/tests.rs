@@ -73,3 +73,53 @@ async fn a_second_owner_that_meets_the_fence_settles_instead_of_deciding() {
     conformance::owner(&store, "fenced", &commands, 3).await;
     conformance::assert_counted_once(&store, "fenced", &commands).await;
 }
+
+#[tokio::test]
+async fn a_meta_update_overwrites_the_join_row_without_a_tombstone() {
+    let store = on_model();
+    let meta = |phx_ref: &str, typing: bool| crate::Presence {
+        topic: "collab:document:1".into(),
+        key: "7".into(),
+        phx_ref: phx_ref.into(),
+        meta: serde_json::json!({"phx_ref": phx_ref, "typing": typing}),
+        connector_id: "c".into(),
+        socket_id: 3,
+        join_id: "1".into(),
+    };
+    let outcome = serde_json::json!({});
+    store
+        .apply("join", &[Write::Track(meta("r1", false))], &outcome)
+        .await
+        .expect("track");
+    for (n, typing) in [true, false, true].into_iter().enumerate() {
+        let old = meta(&format!("r{}", n + 1), !typing);
+        let new = meta(&format!("r{}", n + 2), typing);
+        store
+            .apply(
+                &format!("typing{n}"),
+                &[Write::Untrack(old), Write::Track(new)],
+                &outcome,
+            )
+            .await
+            .expect("update");
+    }
+    let listed = store
+        .presences("collab:document:1", &PresenceFilter::All)
+        .await
+        .expect("read");
+    assert_eq!(listed, vec![meta("r4", true)], "the last meta, once");
+    assert_eq!(
+        store.tables.presence_deletes(),
+        0,
+        "no tombstone per update"
+    );
+    store
+        .apply("leave", &[Write::Untrack(meta("r4", true))], &outcome)
+        .await
+        .expect("leave");
+    assert_eq!(
+        store.tables.presence_deletes(),
+        1,
+        "a leave deletes its row"
+    );
+}
