@@ -170,6 +170,10 @@ pub struct SocketArgs {
     /// after that it is answered `unavailable` (not confirmed: retry).
     #[arg(long, env = "FAWKES_APPEND_TIMEOUT", default_value = "5s", value_parser = parse_ttl)]
     pub append_timeout: Duration,
+    /// How long a join or push may wait for its reply, e.g. 8s; after that it is answered
+    /// `unavailable` (retry) and a late reply is dropped. At least the append timeout.
+    #[arg(long, env = "FAWKES_REPLY_TIMEOUT", default_value = "8s", value_parser = parse_ttl)]
+    pub reply_timeout: Duration,
 }
 
 impl SocketArgs {
@@ -191,6 +195,9 @@ impl SocketArgs {
         if self.append_timeout < Duration::from_secs(1) {
             problems.push("FAWKES_APPEND_TIMEOUT must be at least 1s".to_owned());
         }
+        if self.reply_timeout < self.append_timeout {
+            problems.push("FAWKES_REPLY_TIMEOUT must be at least FAWKES_APPEND_TIMEOUT".to_owned());
+        }
         if !(1..=1000).contains(&self.presence_window_ms) {
             problems.push("FAWKES_PRESENCE_WINDOW_MS must be between 1 and 1000".to_owned());
         }
@@ -210,6 +217,7 @@ impl SocketArgs {
         config.presence_lease = self.presence_lease;
         config.presence_window = Duration::from_millis(self.presence_window_ms);
         config.append_timeout = self.append_timeout;
+        config.reply_timeout = self.reply_timeout;
         config
     }
 }

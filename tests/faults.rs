@@ -253,3 +253,40 @@ async fn pushes_are_answered_and_counted_through_a_paused_broker_and_cut_connect
     }
     assert_all_running(&mut [&mut p1, &mut p2, &mut a, &mut b]);
 }
+
+#[tokio::test]
+async fn a_push_stored_but_unanswered_gets_unavailable_in_time_and_its_retry_counts_once() {
+    // The processors stall (SIGSTOP) after a push's command is on the log: the connector
+    // answers `unavailable` at its reply timeout instead of leaving the client to its own
+    // timeout, drops the late reply, and a retry with the same key counts the donation once.
+    let tansu = Tansu::start();
+    let data = tempfile::tempdir().expect("tempdir");
+    let group = fresh_group("overdue");
+    let processor = tansu.owner(data.path(), &group, "0-7");
+    let connector = tansu.connector(&["--reply-timeout", "2s", "--append-timeout", "1s"]);
+    let before = total(&connector).await;
+    let mut client = connect(&connector).await;
+    let (jr, reply) = client.join(TOPIC, json!({})).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+
+    processor.signal("STOP");
+    let donation = json!({"amount": "3.00", "donor_name": "Sam", "idempotency_key": "k-1"});
+    let started = Instant::now();
+    let reply = client
+        .push(&jr, TOPIC, "new_donation", donation.clone())
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(reply["response"]["reason"], "unavailable", "{reply}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
+        "answered after {waited:?}"
+    );
+    processor.signal("CONT");
+    // The stored command is processed now; its late reply is dropped, not delivered.
+    client
+        .assert_no_event("phx_reply", Duration::from_secs(2))
+        .await;
+    let retry = client.push(&jr, TOPIC, "new_donation", donation).await;
+    assert_eq!(retry["status"], "ok", "{retry}");
+    assert_eq!(total(&connector).await - before, 300, "counted once");
+}

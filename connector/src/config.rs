@@ -31,6 +31,11 @@ pub struct ConnectorConfig {
     /// How long a join or push waits for its command to be confirmed on the log before it is
     /// answered `unavailable` (default 5 s; phoenix.js gives up on a push after 10 s).
     pub append_timeout: Duration,
+    /// How long a join or push may wait for its reply, counted from when it was read: one not
+    /// answered by then is answered `unavailable` (retry) and its late reply dropped, so no
+    /// client waits into phoenix.js's 10 s push timeout whatever the processors do (default
+    /// 8 s; at least the append timeout).
+    pub reply_timeout: Duration,
 }
 
 impl ConnectorConfig {
@@ -48,6 +53,7 @@ impl ConnectorConfig {
             presence_lease: Duration::from_secs(10),
             presence_window: Duration::from_millis(25),
             append_timeout: Duration::from_secs(5),
+            reply_timeout: Duration::from_secs(8),
         }
     }
 }

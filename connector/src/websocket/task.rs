@@ -75,6 +75,7 @@ pub(super) async fn run(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims)
         handle: handle.clone(),
         session: Session::new(vsn, app.config.channel_rate_limit),
         duplex: Duplex::new(socket, app.config.outbound_queue),
+        awaited: std::collections::VecDeque::new(),
     };
     let close = task.run(&mut rx).await;
     let mut actions = Vec::new();
@@ -97,6 +98,17 @@ pub(super) async fn run(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims)
     app.metrics.connections.dec();
 }
 
+/// A join or push whose command is on the log and whose reply has not come yet.
+#[derive(Debug)]
+struct Awaited {
+    /// When it is answered `unavailable` if no reply came.
+    deadline: Instant,
+    topic: String,
+    join_id: String,
+    msg_ref: String,
+    join: bool,
+}
+
 /// What the task of one socket holds.
 struct SessionTask {
     /// The connector's shared state: config, log, registry, replicas, metrics.
@@ -109,6 +121,8 @@ struct SessionTask {
     session: Session,
     /// The socket.
     duplex: Duplex,
+    /// Joins and pushes waiting for their replies, oldest (soonest deadline) first.
+    awaited: std::collections::VecDeque<Awaited>,
 }
 
 impl SessionTask {
@@ -129,6 +143,7 @@ impl SessionTask {
                 () = tokio::time::sleep_until(deadline) => {
                     return Some(Close::Idle);
                 }
+                () = sleep_until_first(&self.awaited) => self.replies_overdue().await,
                 incoming = std::future::poll_fn(|cx| self.duplex.poll_next(cx)) => {
                     deadline = Instant::now() + idle;
                     match incoming {
@@ -163,6 +178,13 @@ impl SessionTask {
                 if let Some(reply) = &delivery.reply {
                     let label = reply.status.as_str();
                     self.app.metrics.replies.with_label_values(&[label]).inc();
+                    let (topic, join_id) = (&delivery.topic, delivery.socket.join_id.as_deref());
+                    let msg_ref = delivery.socket.msg_ref.as_deref();
+                    self.awaited.retain(|a| {
+                        !(a.topic == *topic
+                            && Some(a.join_id.as_str()) == join_id
+                            && Some(a.msg_ref.as_str()) == msg_ref)
+                    });
                 }
                 let list = self.presence_list(&delivery).await;
                 let mut actions = Vec::new();
@@ -318,11 +340,21 @@ impl SessionTask {
                     // confirmed by then is answered `unavailable` (it may still land: a
                     // timed-out produce is unknown, not failed). Leaves need no answer: they
                     // are confirmed in the background.
+                    let read_at = Instant::now();
                     let stored = if command.socket.msg_ref.is_some() {
                         self.store(&command).await
                     } else {
                         self.store_in_background(&command)
                     };
+                    if let (Ok(()), Some(msg_ref)) = (&stored, &command.socket.msg_ref) {
+                        self.awaited.push_back(Awaited {
+                            deadline: read_at + self.app.config.reply_timeout,
+                            topic: command.topic.clone(),
+                            join_id: command.socket.join_id.clone().unwrap_or_default(),
+                            msg_ref: msg_ref.clone(),
+                            join: matches!(command.kind, CommandKind::Join { .. }),
+                        });
+                    }
                     if let Err(error) = stored {
                         tracing::warn!(
                             socket = self.socket_id,
@@ -354,6 +386,45 @@ impl SessionTask {
                 }
             }
         }
+    }
+
+    /// Answers `unavailable` every join or push whose reply is overdue (its command was
+    /// stored, but no processor answered in time: the log or the processors are stalled), and
+    /// drops their late replies when they come.
+    async fn replies_overdue(&mut self) {
+        let now = Instant::now();
+        let mut actions = Vec::new();
+        while self.awaited.front().is_some_and(|a| a.deadline <= now) {
+            let Some(overdue) = self.awaited.pop_front() else {
+                break;
+            };
+            tracing::warn!(
+                socket = self.socket_id,
+                topic = %overdue.topic,
+                msg_ref = %overdue.msg_ref,
+                "no reply in time; answering unavailable"
+            );
+            // Only which kind it was matters to the session.
+            let kind = if overdue.join {
+                CommandKind::Join {
+                    params: serde_json::Value::Null,
+                    presence_known: false,
+                }
+            } else {
+                CommandKind::Event {
+                    event: String::new(),
+                    payload: serde_json::Value::Null,
+                }
+            };
+            self.session.not_stored(
+                &overdue.topic,
+                &overdue.join_id,
+                Some(&overdue.msg_ref),
+                &kind,
+                &mut actions,
+            );
+        }
+        self.execute(actions).await;
     }
 
     /// Puts a command on its way to the log: its records are queued in order before this
@@ -420,6 +491,14 @@ impl SessionTask {
         for Frame::Text(text) in frames {
             self.send_text(Utf8Bytes::from(text));
         }
+    }
+}
+
+/// Sleeps until the first of `awaited` is due; forever when nothing is awaited.
+async fn sleep_until_first(awaited: &std::collections::VecDeque<Awaited>) {
+    match awaited.front() {
+        Some(first) => tokio::time::sleep_until(first.deadline).await,
+        None => std::future::pending().await,
     }
 }
 
