@@ -98,6 +98,9 @@ pub(super) async fn run(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims)
     app.metrics.connections.dec();
 }
 
+/// Most queued items handled before the socket is written again.
+const OUTBOUND_BATCH: usize = 64;
+
 /// A join or push whose command is on the log and whose reply has not come yet.
 #[derive(Debug)]
 struct Awaited {
@@ -160,6 +163,17 @@ impl SessionTask {
                 Some(out) = rx.recv() => {
                     if let Some(close) = self.outbound(out).await {
                         return Some(close);
+                    }
+                    // Take what else is queued before the socket is written, so a burst of
+                    // broadcasts leaves in one write rather than one write (and one wakeup)
+                    // per frame.
+                    for _ in 1..OUTBOUND_BATCH {
+                        let Ok(out) = rx.try_recv() else {
+                            break;
+                        };
+                        if let Some(close) = self.outbound(out).await {
+                            return Some(close);
+                        }
                     }
                 }
             }
