@@ -108,7 +108,7 @@ pub async fn processor(
         .route(
             "/readyz",
             get(move || {
-                let up = readiness.log_is_up();
+                let up = readiness.log.is_up();
                 async move {
                     if up {
                         (StatusCode::OK, "ready")

@@ -47,9 +47,9 @@ pub(crate) async fn beat(
             sent = log.append(HEARTBEATS, connector_id.as_bytes(), bytes) => sent,
         };
         match sent {
-            Ok(_) => metrics.log_ok(),
+            Ok(_) => metrics.log.ok(),
             Err(error) => {
-                metrics.log_failed("heartbeat", &error);
+                metrics.log.failed("heartbeat", &error);
                 tracing::warn!(%error, "a heartbeat was not stored; presences may expire if this goes on");
             }
         }

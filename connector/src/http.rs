@@ -39,7 +39,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 async fn ready(State(app): State<Arc<App>>) -> Response {
     if app.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
-    } else if !app.metrics.log_is_up() {
+    } else if !app.metrics.log.is_up() {
         (StatusCode::SERVICE_UNAVAILABLE, "log unreachable").into_response()
     } else {
         "ready".into_response()
@@ -134,11 +134,11 @@ async fn publish(app: &App, topic: String, event: &str, payload: Value) -> Respo
         .unwrap_or_else(|_| Err(LogError::Unavailable("no acknowledgement in time".into())));
     match appended {
         Ok(_) => {
-            app.metrics.log_ok();
+            app.metrics.log.ok();
             (StatusCode::ACCEPTED, Json(json!({ "status": "ok" }))).into_response()
         }
         Err(error) => {
-            app.metrics.log_failed("append_broadcast", &error);
+            app.metrics.log.failed("append_broadcast", &error);
             tracing::error!(%error, "could not append an API broadcast");
             api_error(StatusCode::SERVICE_UNAVAILABLE, "the log is unavailable")
         }

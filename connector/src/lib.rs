@@ -14,7 +14,6 @@
 //! - `streams`: deliveries and broadcasts read from the log and routed to sockets.
 //! - `presence`: presence replicas and per-window folding of presence diffs.
 //! - `heartbeat`: the lease that keeps this connector's presences alive.
-//! - `health`: whether the log answers (`fawkes_log_up`, `/readyz`), and the probe.
 //! - `close`: the WebSocket close codes, and when each is sent.
 //! - `websocket/`: the WebSocket transport, the only module that speaks tungstenite: `mod`
 //!   the endpoint, `upgrade` the handshake, `duplex` the socket, `task` the session task.
@@ -31,7 +30,6 @@ mod auth;
 mod close;
 mod config;
 mod fanout;
-mod health;
 mod heartbeat;
 mod http;
 mod metrics;
@@ -142,7 +140,7 @@ pub async fn run(
     ));
     parts.spawn(named(
         "log health",
-        health::watch(log, metrics, streams.clone()),
+        eventlog::watch(log, metrics.log.clone(), streams.clone()),
     ));
     tokio::task::yield_now().await;
     tracing::info!(

@@ -1,7 +1,7 @@
 //! Prometheus metrics of a connector. Every metric is listed, with its meaning, in
 //! `docs/METRICS.md`.
 
-use eventlog::LogError;
+use eventlog::LogHealth;
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// The connector's metrics, registered in one registry.
@@ -36,11 +36,9 @@ pub struct Metrics {
     pub presence_topics: IntGauge,
     /// Joins answered with an empty presence list because the list asked for never came.
     pub presence_fallbacks: IntCounter,
-    /// Failed log operations, by `op`; see [`Metrics::log_failed`].
-    pub log_errors: IntCounterVec,
-    /// 1 while the log answers, 0 from a failed log operation until the next success; what
-    /// `/readyz` reports.
-    pub log_up: IntGauge,
+    /// Whether the log answers (`fawkes_log_errors_total`, `fawkes_log_up`): what `/readyz`
+    /// reports.
+    pub log: LogHealth,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -71,31 +69,9 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable!("valid metric name"));
         let _ = registry.register(Box::new(presence_topics.clone()));
-        // `component` tells the connector's from the processors' in the one registry of
-        // `fawkes dev`.
-        let log_errors = IntCounterVec::new(
-            Opts::new(
-                "fawkes_log_errors_total",
-                "Failed log operations, by operation.",
-            )
-            .const_label("component", "connector"),
-            &["op"],
-        )
-        .unwrap_or_else(|_| unreachable!("valid metric name"));
-        let _ = registry.register(Box::new(log_errors.clone()));
-        let log_up = IntGauge::with_opts(
-            Opts::new(
-                "fawkes_log_up",
-                "1 while the log answers, 0 from a failed log operation until the next success.",
-            )
-            .const_label("component", "connector"),
-        )
-        .unwrap_or_else(|_| unreachable!("valid metric name"));
-        log_up.set(1);
-        let _ = registry.register(Box::new(log_up.clone()));
+        let log = LogHealth::new(&registry, "connector");
         Self {
-            log_errors,
-            log_up,
+            log,
             presence_topics,
             presence_diffs: counter(
                 &registry,
@@ -164,29 +140,6 @@ impl Metrics {
             ),
             registry,
         }
-    }
-
-    /// A log operation failed: counted under `op`, and the log counts as down until the next
-    /// success. The caller logs the error with its context.
-    pub(crate) fn log_failed(&self, op: &'static str, error: &LogError) {
-        self.log_errors.with_label_values(&[op]).inc();
-        if self.log_up.get() == 1 {
-            tracing::warn!(op, %error, "the log is unreachable; retrying with backoff");
-        }
-        self.log_up.set(0);
-    }
-
-    /// A log operation succeeded: the log is up.
-    pub(crate) fn log_ok(&self) {
-        if self.log_up.get() == 0 {
-            tracing::info!("the log is reachable again");
-        }
-        self.log_up.set(1);
-    }
-
-    /// Whether the last log operation succeeded.
-    pub(crate) fn log_is_up(&self) -> bool {
-        self.log_up.get() == 1
     }
 
     /// The metrics in Prometheus text format.

@@ -130,7 +130,7 @@ async fn tail(
                         consumer.insert(fresh)
                     }
                     Err(error) => {
-                        metrics.log_failed(op, &error);
+                        metrics.log.failed(op, &error);
                         tracing::debug!(%error, topic = topic.name, "cannot subscribe; retrying");
                         resubscribed = true;
                         if pause(backoff.next_delay(), shutdown).await {
@@ -148,11 +148,11 @@ async fn tail(
         match next {
             Ok(record) => {
                 backoff.reset();
-                metrics.log_ok();
+                metrics.log.ok();
                 handle(record);
             }
             Err(error) => {
-                metrics.log_failed(op, &error);
+                metrics.log.failed(op, &error);
                 if error.is_transient() {
                     tracing::debug!(%error, topic = topic.name, "reading the log failed; retrying");
                 } else {

@@ -18,12 +18,15 @@
 //! - `lib.rs`: [`Log`], [`Consumer`] and the values around them; their guarantees.
 //! - `backoff`: [`Backoff`], the capped exponential delays of every retry of the log.
 //! - `embedded`: [`EmbeddedLog`], the in-process backend, durable in the data directory.
+//! - `health`: [`LogHealth`], whether a component reaches the log (`fawkes_log_up`,
+//!   `/readyz`), and [`watch`], the probe that keeps it current while nothing else runs.
 //! - `kafka/`: [`KafkaConfig`] (always: plain settings), and with feature `kafka` the
 //!   `KafkaLog`, any Kafka-protocol broker through rdkafka.
 //! - [`conformance`] (tests and feature `conformance`): the scenarios every backend passes.
 
 mod backoff;
 mod embedded;
+mod health;
 mod kafka;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -31,6 +34,7 @@ pub mod conformance;
 
 pub use backoff::Backoff;
 pub use embedded::EmbeddedLog;
+pub use health::{watch, LogHealth};
 #[cfg(feature = "kafka")]
 pub use kafka::{Created, KafkaLog, Retention};
 pub use kafka::{KafkaConfig, TopicPlacement};

@@ -15,13 +15,11 @@
 //! - `group`: group commit, a partition's worker: the queued commands decided in order and
 //!   stored with one write per campaign, their outcomes emitted in one round.
 //! - `runner`: the IO shell: consume, hand each partition's commands to its worker, commit.
-//! - `health`: the probe that keeps `fawkes_log_up` current while nothing else reads the log.
 //! - `metrics`: [`ProcessorMetrics`], the Prometheus metrics of the runner.
 
 mod channels;
 mod decision;
 mod group;
-mod health;
 mod leases;
 mod metrics;
 mod money;

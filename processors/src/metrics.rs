@@ -1,6 +1,6 @@
 //! Prometheus metrics of the processors. Every metric is listed in `docs/METRICS.md`.
 
-use eventlog::LogError;
+use eventlog::LogHealth;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The processors' metrics.
@@ -18,11 +18,9 @@ pub struct ProcessorMetrics {
     pub partitions: IntGauge,
     /// Expiry commands sent for (connector, topic) pairs whose connector's lease lapsed.
     pub expiries: IntCounter,
-    /// Failed log operations, by `op`; see [`ProcessorMetrics::log_failed`].
-    pub log_errors: IntCounterVec,
-    /// 1 while the log answers, 0 from a failed log operation until the next success; what
+    /// Whether the log answers (`fawkes_log_errors_total`, `fawkes_log_up`): what
     /// `fawkes processor`'s `/readyz` reports.
-    pub log_up: IntGauge,
+    pub log: LogHealth,
 }
 
 impl ProcessorMetrics {
@@ -64,27 +62,8 @@ impl ProcessorMetrics {
                 "Expiry commands sent for topics of connectors whose lease lapsed.",
             )
             .unwrap_or_else(|_| unreachable!("valid metric")),
-            // `component` tells the processors' from the connector's in the one registry of
-            // `fawkes dev`.
-            log_errors: IntCounterVec::new(
-                Opts::new(
-                    "fawkes_log_errors_total",
-                    "Failed log operations, by operation.",
-                )
-                .const_label("component", "processor"),
-                &["op"],
-            )
-            .unwrap_or_else(|_| unreachable!("valid metric")),
-            log_up: IntGauge::with_opts(
-                Opts::new(
-                    "fawkes_log_up",
-                    "1 while the log answers, 0 from a failed log operation until the next success.",
-                )
-                .const_label("component", "processor"),
-            )
-            .unwrap_or_else(|_| unreachable!("valid metric")),
+            log: LogHealth::new(registry, "processor"),
         };
-        metrics.log_up.set(1);
         // Registering fails only for names already in this registry; a process runs one
         // runner per registry.
         let _ = registry.register(Box::new(metrics.commands.clone()));
@@ -93,31 +72,6 @@ impl ProcessorMetrics {
         let _ = registry.register(Box::new(metrics.latency.clone()));
         let _ = registry.register(Box::new(metrics.partitions.clone()));
         let _ = registry.register(Box::new(metrics.expiries.clone()));
-        let _ = registry.register(Box::new(metrics.log_errors.clone()));
-        let _ = registry.register(Box::new(metrics.log_up.clone()));
         metrics
-    }
-
-    /// A log operation failed: counted under `op`, and the log counts as down until the next
-    /// success. The caller logs the error with its context.
-    pub(crate) fn log_failed(&self, op: &'static str, error: &LogError) {
-        self.log_errors.with_label_values(&[op]).inc();
-        if self.log_up.get() == 1 {
-            tracing::warn!(op, %error, "the log is unreachable; retrying with backoff");
-        }
-        self.log_up.set(0);
-    }
-
-    /// A log operation succeeded: the log is up.
-    pub(crate) fn log_ok(&self) {
-        if self.log_up.get() == 0 {
-            tracing::info!("the log is reachable again");
-        }
-        self.log_up.set(1);
-    }
-
-    /// Whether the last log operation succeeded (`/readyz`).
-    pub fn log_is_up(&self) -> bool {
-        self.log_up.get() == 1
     }
 }

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use topics::names::COMMANDS;
 
 use crate::group::{spawn_worker, Shared, Worker};
+use crate::leases;
 use crate::metrics::ProcessorMetrics;
-use crate::{health, leases};
 
 /// Processor runner settings.
 #[derive(Debug, Clone)]
@@ -110,9 +110,10 @@ pub async fn run(
         metrics.clone(),
         parts_stop.clone(),
     ));
-    let probe = tokio::spawn(health::watch(
+    // Keeps `fawkes_log_up` current while nothing else reads the log.
+    let probe = tokio::spawn(eventlog::watch(
         log.clone(),
-        metrics.clone(),
+        metrics.log.clone(),
         parts_stop.clone(),
     ));
     let shared = Arc::new(Shared {
@@ -162,7 +163,7 @@ pub async fn run(
                             tracing::info!("subscribed to the commands again");
                         }
                         Err(error) => {
-                            shared.metrics.log_failed("subscribe_commands", &error);
+                            shared.metrics.log.failed("subscribe_commands", &error);
                             tracing::warn!(%error, "cannot subscribe to the commands; retrying");
                             resume_at = Some(tokio::time::Instant::now() + backoff.next_delay());
                         }
@@ -173,13 +174,13 @@ pub async fn run(
                 let record = match record {
                     Ok(record) => {
                         backoff.reset();
-                        shared.metrics.log_ok();
+                        shared.metrics.log.ok();
                         record
                     }
                     // The log itself was shut down: nothing left to read.
                     Err(LogError::Closed) => break Err(LogError::Closed.into()),
                     Err(error) => {
-                        shared.metrics.log_failed("read_commands", &error);
+                        shared.metrics.log.failed("read_commands", &error);
                         let delay = backoff.next_delay();
                         if error.is_transient() {
                             // librdkafka reconnects by itself; the consumer keeps its place.
@@ -273,7 +274,7 @@ async fn subscribe(
         match log.subscribe(COMMANDS, subscription.clone()).await {
             Ok(consumer) => return Ok(Some(consumer)),
             Err(error) if error.is_transient() => {
-                metrics.log_failed("subscribe_commands", &error);
+                metrics.log.failed("subscribe_commands", &error);
                 tracing::warn!(%error, "cannot subscribe to the commands yet; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(None),

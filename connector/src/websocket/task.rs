@@ -459,7 +459,7 @@ impl SessionTask {
         let pending = self.send(command).inspect_err(|e| self.report(e))?;
         let confirmed = confirm(pending, self.app.config.append_timeout).await;
         match &confirmed {
-            Ok(()) => self.app.metrics.log_ok(),
+            Ok(()) => self.app.metrics.log.ok(),
             Err(error) => self.report(error),
         }
         confirmed
@@ -473,10 +473,10 @@ impl SessionTask {
         let (topic, id) = (command.topic.clone(), command.id.clone());
         self.app.tracker.spawn(async move {
             match confirm(pending, app.config.append_timeout).await {
-                Ok(()) => app.metrics.log_ok(),
+                Ok(()) => app.metrics.log.ok(),
                 Err(error) => {
                     if let NotStored::Log(error) = &error {
-                        app.metrics.log_failed("append_command", error);
+                        app.metrics.log.failed("append_command", error);
                     }
                     tracing::warn!(%topic, command = %id, %error, "a leave was not confirmed on the log; this connector's lease cleans its presence up");
                 }
@@ -487,7 +487,7 @@ impl SessionTask {
 
     fn report(&self, error: &NotStored) {
         if let NotStored::Log(error) = error {
-            self.app.metrics.log_failed("append_command", error);
+            self.app.metrics.log.failed("append_command", error);
         }
     }
 

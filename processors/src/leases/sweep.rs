@@ -64,7 +64,7 @@ pub(crate) async fn sweep(
                 match log.subscribe(HEARTBEATS, subscription).await {
                     Ok(consumer) => heartbeats = Some(consumer),
                     Err(error) => {
-                        metrics.log_failed("read_heartbeats", &error);
+                        metrics.log.failed("read_heartbeats", &error);
                         tracing::warn!(%error, "cannot read connector heartbeats; retrying");
                         retry_at = tokio::time::Instant::now() + backoff.next_delay();
                     }
@@ -73,12 +73,12 @@ pub(crate) async fn sweep(
             record = next(&mut heartbeats) => match record.map(|r| Heartbeat::decode(&r.value)) {
                 Ok(Ok(beat)) => {
                     backoff.reset();
-                    metrics.log_ok();
+                    metrics.log.ok();
                     book.heard(beat, Instant::now());
                 }
                 Ok(Err(error)) => tracing::warn!(%error, "skipping an undecodable heartbeat"),
                 Err(error) => {
-                    metrics.log_failed("read_heartbeats", &error);
+                    metrics.log.failed("read_heartbeats", &error);
                     let delay = backoff.next_delay();
                     if !error.is_transient() {
                         tracing::warn!(%error, "lost the heartbeat topic; subscribing again from the live end");
