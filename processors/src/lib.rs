@@ -24,6 +24,8 @@ mod leases;
 mod metrics;
 mod money;
 mod runner;
+#[cfg(test)]
+mod testing;
 
 pub use channels::{decide, needs};
 pub use decision::{Decision, Needs, NewBroadcast, Outcome, View};

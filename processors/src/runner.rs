@@ -334,45 +334,43 @@ async fn commit(consumer: &mut dyn Consumer, workers: &HashMap<u32, Worker>, rec
 mod tests {
     use super::*;
     use crate::channels::test_support::{claims, event};
+    use crate::testing::{from_start, next, seeded, seeded_store};
     use bytes::Bytes;
-    use eventlog::{EmbeddedLog, StartAt};
+    use eventlog::EmbeddedLog;
     use serde_json::json;
-    use store::conformance::sample_campaign;
-    use store::{EmbeddedStore, Write};
     use topics::names::{TopicSpec, DEAD_LETTERS, DELIVERIES};
     use topics::Delivery;
 
-    async fn next<T>(consumer: &mut Box<dyn Consumer>, decode: fn(&[u8]) -> Option<T>) -> T {
-        let record = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-            .await
-            .expect("a record in time")
-            .expect("read");
-        decode(&record.value).expect("decodes")
+    /// A runner on `log` and `store`, running until [`Running::stop`].
+    struct Running {
+        metrics: ProcessorMetrics,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), RunnerError>>,
     }
 
-    /// A log and a store in a fresh directory, with campaign 1.
-    async fn seeded() -> (tempfile::TempDir, Arc<dyn Log>, EmbeddedStore) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).expect("log"));
-        let store = EmbeddedStore::open(dir.path()).expect("store");
-        store
-            .apply(
-                "seed",
-                &[Write::PutCampaign(sample_campaign("1"))],
-                &json!({}),
-            )
-            .await
-            .expect("seed");
-        (dir, log, store)
-    }
+    impl Running {
+        fn start(config: RunnerConfig, log: &Arc<dyn Log>, store: &Arc<dyn Store>) -> Self {
+            let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(run(
+                config,
+                log.clone(),
+                store.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            Self {
+                metrics,
+                shutdown,
+                task,
+            }
+        }
 
-    /// Reads every partition of `topic` from the first record.
-    async fn from_start(log: &dyn Log, topic: TopicSpec) -> Box<dyn Consumer> {
-        let partitions = (0..topic.partitions).collect();
-        let start = StartAt::Earliest;
-        log.subscribe(topic, Subscription::Partitions { partitions, start })
-            .await
-            .expect("subscribe")
+        /// Shuts the runner down and checks it stopped cleanly.
+        async fn stop(self) {
+            self.shutdown.cancel();
+            self.task.await.expect("joins").expect("clean stop");
+        }
     }
 
     #[tokio::test]
@@ -399,16 +397,7 @@ mod tests {
             .await
             .expect("append");
 
-        let registry = prometheus::Registry::new();
-        let metrics = ProcessorMetrics::new(&registry);
-        let shutdown = CancellationToken::new();
-        let runner = tokio::spawn(run(
-            RunnerConfig::default(),
-            log.clone(),
-            store.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+        let runner = Running::start(RunnerConfig::default(), &log, &store);
         let poisoned = tokio::time::timeout(Duration::from_secs(5), dead.next())
             .await
             .expect("dead letter in time")
@@ -420,9 +409,8 @@ mod tests {
             delivery.reply.expect("reply").status,
             topics::ReplyStatus::Ok
         );
-        assert_eq!(metrics.dead_letters.get(), 1);
-        shutdown.cancel();
-        runner.await.expect("joins").expect("clean stop");
+        assert_eq!(runner.metrics.dead_letters.get(), 1);
+        runner.stop().await;
     }
 
     #[tokio::test]
@@ -447,15 +435,7 @@ mod tests {
             partition_queue: 2,
             ..RunnerConfig::default()
         };
-        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
-        let shutdown = CancellationToken::new();
-        let runner = tokio::spawn(run(
-            config,
-            log.clone(),
-            store.clone(),
-            metrics,
-            shutdown.clone(),
-        ));
+        let runner = Running::start(config, &log, &store);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let campaign = store.campaign("1").await.expect("read").expect("exists");
@@ -469,8 +449,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        shutdown.cancel();
-        runner.await.expect("joins").expect("clean stop");
+        runner.stop().await;
     }
 
     /// The embedded log with a broker's record size limit: a batch holding a larger record is
@@ -518,15 +497,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let inner = EmbeddedLog::open(dir.path().join("log")).expect("log");
         let log: Arc<dyn Log> = Arc::new(Limited { inner, max: 300 });
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-        store
-            .apply(
-                "seed",
-                &[Write::PutCampaign(sample_campaign("1"))],
-                &json!({}),
-            )
-            .await
-            .expect("seed");
+        let store: Arc<dyn Store> = Arc::new(seeded_store(dir.path()).await);
         let mut dead = from_start(&*log, DEAD_LETTERS).await;
         let mut deliveries = from_start(&*log, DELIVERIES).await;
         // A donation whose broadcast is over the limit, then a small command on another topic.
@@ -543,16 +514,7 @@ mod tests {
         )
         .await
         .expect("append");
-        let registry = prometheus::Registry::new();
-        let metrics = ProcessorMetrics::new(&registry);
-        let shutdown = CancellationToken::new();
-        let runner = tokio::spawn(run(
-            RunnerConfig::default(),
-            log.clone(),
-            store.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+        let runner = Running::start(RunnerConfig::default(), &log, &store);
         let refused = tokio::time::timeout(Duration::from_secs(5), dead.next())
             .await
             .expect("a dead letter in time")
@@ -570,12 +532,11 @@ mod tests {
         let answered: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
         assert_eq!(answered.topic, "donations:lobby", "consumption went on");
         assert_eq!(
-            metrics.dead_letters.get(),
+            runner.metrics.dead_letters.get(),
             1,
             "refused once, not retried forever"
         );
-        shutdown.cancel();
-        runner.await.expect("joins").expect("clean stop");
+        runner.stop().await;
     }
 
     #[tokio::test]
@@ -603,15 +564,7 @@ mod tests {
         )
         .await
         .expect("append");
-        let metrics = ProcessorMetrics::new(&prometheus::Registry::new());
-        let shutdown = CancellationToken::new();
-        let runner = tokio::spawn(run(
-            RunnerConfig::default(),
-            log.clone(),
-            store,
-            metrics,
-            shutdown.clone(),
-        ));
+        let runner = Running::start(RunnerConfig::default(), &log, &store);
         let set_aside = tokio::time::timeout(Duration::from_secs(5), dead.next())
             .await
             .expect("a dead letter in time")
@@ -622,7 +575,6 @@ mod tests {
         assert_eq!(reply.status, topics::ReplyStatus::Error);
         assert_eq!(reply.response, json!({"reason": "command failed"}));
         assert_eq!(told.socket.msg_ref, cmd.socket.msg_ref);
-        shutdown.cancel();
-        runner.await.expect("joins").expect("clean stop");
+        runner.stop().await;
     }
 }

@@ -1,44 +1,9 @@
 use super::*;
 use crate::channels::test_support::{claims, event};
-use eventlog::{Consumer, EmbeddedLog, StartAt, Subscription};
+use crate::testing::{from_start, next, seeded};
 use serde_json::json;
-use store::conformance::sample_campaign;
-use store::EmbeddedStore;
-use topics::names::{TopicSpec, COMMANDS};
+use topics::names::COMMANDS;
 use topics::{Broadcast, Delivery};
-
-async fn next<T>(consumer: &mut Box<dyn Consumer>, decode: fn(&[u8]) -> Option<T>) -> T {
-    let record = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .expect("a record in time")
-        .expect("read");
-    decode(&record.value).expect("decodes")
-}
-
-/// A log and a store in a fresh directory, with campaign 1.
-async fn seeded() -> (tempfile::TempDir, Arc<dyn Log>, EmbeddedStore) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path().join("log")).expect("log"));
-    let store = EmbeddedStore::open(dir.path()).expect("store");
-    store
-        .apply(
-            "seed",
-            &[Write::PutCampaign(sample_campaign("1"))],
-            &json!({}),
-        )
-        .await
-        .expect("seed");
-    (dir, log, store)
-}
-
-/// Reads every partition of `topic` from the first record.
-async fn from_start(log: &dyn Log, topic: TopicSpec) -> Box<dyn Consumer> {
-    let partitions = (0..topic.partitions).collect();
-    let start = StartAt::Earliest;
-    log.subscribe(topic, Subscription::Partitions { partitions, start })
-        .await
-        .expect("subscribe")
-}
 
 /// The record `command` would be read as, at `offset` of its partition.
 fn record(command: &Command, offset: u64) -> Record {
