@@ -58,12 +58,7 @@ impl Tansu {
 
     /// Sends `signal` (`STOP`, `CONT`) to the broker.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
+        super::process::send_signal(self.pid(), signal);
     }
 
     fn start_advertising(port: u16, advertised: u16) -> Self {

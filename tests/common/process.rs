@@ -64,12 +64,7 @@ impl Process {
 
     /// Sends `signal` (e.g. `STOP`, `CONT`) to the child.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
+        send_signal(self.pid(), signal);
     }
 
     pub fn kill_9(&mut self) {
@@ -84,6 +79,16 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `signal` (e.g. `STOP`, `CONT`) to process `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
 }
 
 /// Resident memory of process `pid`, in KiB (0 if it cannot be read).
