@@ -321,6 +321,10 @@ struct Group {
     presence_topics: HashSet<String>,
     /// Idempotency aliases used by the group's commands, with the command that first did.
     aliases: HashMap<String, usize>,
+    /// (campaign, version, partition) settled in this group: settling finishes every group
+    /// written up to that version, so a campaign read again at the same version needs no
+    /// second settle (one written since, by another owner, has another version).
+    settled: HashSet<(String, u64, u32)>,
 }
 
 impl Group {
@@ -357,7 +361,7 @@ impl Group {
     /// earlier in this group, or stored (after settling the campaign, whose last group may
     /// hold it unfinished).
     async fn first_answer(
-        &self,
+        &mut self,
         store: &dyn Store,
         alias: &str,
         campaign: Option<&Campaign>,
@@ -368,10 +372,25 @@ impl Group {
         }
         let mut stored = store.outcome(alias).await?;
         if let (None, Some(campaign)) = (&stored, campaign) {
-            store.settle(&campaign.id, position.partition).await?;
+            self.settle(store, campaign, position.partition).await?;
             stored = store.outcome(alias).await?;
         }
         stored.map(|v| parse_outcome(alias, v)).transpose()
+    }
+
+    /// [`Store::settle`] of `campaign` (as read) on `partition`, once per version read.
+    async fn settle(
+        &mut self,
+        store: &dyn Store,
+        campaign: &Campaign,
+        partition: u32,
+    ) -> Result<(), AttemptError> {
+        let key = (campaign.id.clone(), campaign.version, partition);
+        if !self.settled.contains(&key) {
+            store.settle(&campaign.id, partition).await?;
+            self.settled.insert(key);
+        }
+        Ok(())
     }
 
     fn answer(&mut self, outcome: Outcome, result: &'static str) {
@@ -418,7 +437,7 @@ async fn process(
             // outcome once the campaign's last group is finished. A command that left no
             // outcome wrote no campaign (a join, a refusal): deciding it again is harmless,
             // as long as it still writes none (checked below).
-            store.settle(&campaign.id, position.partition).await?;
+            group.settle(store, campaign, position.partition).await?;
             if let Some(stored) = store.outcome(&command.id).await? {
                 group.answer(parse_outcome(&command.id, stored)?, "replayed");
                 continue;
