@@ -8,21 +8,21 @@ use crate::{Campaign, Decided, StoreError, Write};
 /// One campaign's write for a whole group: its last state, the version every decision of the
 /// group read, and the fence moved past the group's commands.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CampaignWrite {
+pub(crate) struct CampaignWrite {
     /// The campaign as the group's last decision left it, with [`Campaign::applied`] moved to
     /// the group's last position on its partition; `version` is the base version.
-    pub campaign: Campaign,
+    pub(crate) campaign: Campaign,
     /// Which commands of the group (indices into the batch) wrote it, in order.
-    pub commands: Vec<usize>,
+    pub(crate) commands: Vec<usize>,
 }
 
 /// What a group of decided commands stores.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct BatchPlan {
+pub(crate) struct BatchPlan {
     /// One compare-and-set per campaign the group writes, in the order first written.
-    pub campaigns: Vec<CampaignWrite>,
+    pub(crate) campaigns: Vec<CampaignWrite>,
     /// The command partition of the group, when its commands came from the log.
-    pub partition: Option<u32>,
+    pub(crate) partition: Option<u32>,
 }
 
 fn invalid(message: String) -> StoreError {
@@ -34,7 +34,7 @@ fn invalid(message: String) -> StoreError {
 /// Refuses (as [`StoreError::Corrupt`]: a bug in the caller, not a state to retry) a group
 /// whose commands come from more than one partition, a command writing two campaigns, and two
 /// writes of one campaign based on different versions.
-pub fn plan_batch(batch: &[Decided<'_>]) -> Result<BatchPlan, StoreError> {
+pub(crate) fn plan_batch(batch: &[Decided<'_>]) -> Result<BatchPlan, StoreError> {
     let mut partition = None;
     for position in batch.iter().filter_map(|d| d.position) {
         match partition {

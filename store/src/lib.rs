@@ -29,7 +29,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use serde_json::Value;
 
-pub use batch::{plan_batch, BatchPlan, CampaignWrite};
+use batch::plan_batch;
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 pub use model::{Campaign, Donation, Position, Presence, PresenceFilter, Visibility};

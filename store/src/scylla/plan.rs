@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::tables::CampaignCas;
-use crate::{CampaignWrite, Decided, StoreError, Write};
+use crate::batch::CampaignWrite;
+use crate::{Decided, StoreError, Write};
 
 /// Donations per partition of `donations_by_campaign`.
 pub(super) const BUCKET_SIZE: u64 = 10_000;
