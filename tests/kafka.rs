@@ -123,7 +123,17 @@ async fn killed_processors_resume_and_count_every_donation_once() {
     // from the committed positions at once.
     let mut p1 = tansu.owner(data.path(), &group, "0-3");
     let mut p2 = tansu.owner(data.path(), &group, "4-7");
-    let connector = tansu.connector(&["--channel-rate-limit", "0", "--outbound-queue", "65536"]);
+    // This test asks every push to be answered `ok` within phoenix.js's 10 s push timeout
+    // (the client's patience) across a failover: the connector's reply deadline, which answers
+    // `unavailable` before the client gives up (8 s by default), is set to that same 10 s.
+    let connector = tansu.connector(&[
+        "--channel-rate-limit",
+        "0",
+        "--outbound-queue",
+        "65536",
+        "--reply-timeout",
+        "10s",
+    ]);
     let mut donor = connect(&connector).await;
     // Every reply must come within phoenix.js's 10 s push timeout (the client's patience).
     let (jr, reply) = donor.join(TOPIC, json!({})).await;
