@@ -496,7 +496,10 @@ async fn process(
                 Write::ForgetPresenceTopic { topic, .. } => {
                     group.presence_topics.insert(topic.clone());
                 }
-                Write::InsertDonation(_) | Write::OutcomeAlias(_) => {}
+                Write::InsertDonation(_)
+                | Write::UpdateDonation(_)
+                | Write::PutDocument(_)
+                | Write::OutcomeAlias(_) => {}
             }
         }
         let body = serde_json::to_value(&outcome)

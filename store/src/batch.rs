@@ -29,10 +29,14 @@ fn invalid(message: String) -> StoreError {
     StoreError::Corrupt(message)
 }
 
+/// Document kinds the store keeps for itself (the Scylla store's donation indexes live in its
+/// documents tables).
+pub(crate) const RESERVED_KIND_PREFIX: &str = "fawkes.";
+
 /// Plans the campaign writes of `batch`.
 ///
 /// Refuses (as [`StoreError::Corrupt`]: a bug in the caller, not a state to retry) a group
-/// whose commands come from more than one partition, a command writing two campaigns, and two
+/// whose commands come from more than one partition, a document of a reserved kind, a command writing two campaigns, and two
 /// writes of one campaign based on different versions.
 pub(crate) fn plan_batch(batch: &[Decided<'_>]) -> Result<BatchPlan, StoreError> {
     let mut partition = None;
@@ -51,6 +55,14 @@ pub(crate) fn plan_batch(batch: &[Decided<'_>]) -> Result<BatchPlan, StoreError>
     let mut campaigns: Vec<CampaignWrite> = Vec::new();
     let mut by_id: BTreeMap<&str, usize> = BTreeMap::new();
     for (index, decided) in batch.iter().enumerate() {
+        if let Some(Write::PutDocument(document)) = decided.writes.iter().find(
+            |w| matches!(w, Write::PutDocument(d) if d.kind.starts_with(RESERVED_KIND_PREFIX)),
+        ) {
+            return Err(invalid(format!(
+                "command {} writes a document of the store's own kind {}",
+                decided.command_id, document.kind
+            )));
+        }
         let mut written = decided.writes.iter().filter_map(|w| match w {
             Write::PutCampaign(c) => Some(c),
             _ => None,

@@ -5,7 +5,8 @@
 //! processed twice changes nothing the second time.
 //!
 //! Layout:
-//! - `model`: the rows: campaigns, donations and presences.
+//! - `model`: the rows: campaigns, donations, presences and documents (records without a
+//!   table of their own: zakat calculations, waqfs, reports, imports).
 //! - `embedded` (feature `embedded`, default): the embedded backend (SQLite in WAL mode,
 //!   shareable by several processes on one machine).
 //! - `scylla/`: the ScyllaDB backend (CQL schema in `infra/cql/`): `config` and `schema`
@@ -32,7 +33,9 @@ use serde_json::Value;
 use batch::plan_batch;
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
-pub use model::{Campaign, Donation, Position, Presence, PresenceFilter, Visibility};
+pub use model::{
+    Campaign, Document, Donation, DonationStatus, Position, Presence, PresenceFilter, Visibility,
+};
 // `self::`: the module shares its name with the driver crate.
 #[cfg(feature = "scylla")]
 pub use self::scylla::ScyllaStore;
@@ -84,6 +87,10 @@ pub enum Write {
     PutCampaign(Campaign),
     /// Insert a donation.
     InsertDonation(Donation),
+    /// Replace a stored donation (same id, same campaign): its moderation status changed.
+    UpdateDonation(Donation),
+    /// Insert or replace a document by its kind and id.
+    PutDocument(Document),
     /// Track a presence (and remember that its connector has presences on its topic).
     Track(Presence),
     /// Stop tracking a presence.
@@ -153,6 +160,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The most recent donations of a campaign, newest first.
     async fn donations(&self, campaign_id: &str, limit: usize)
         -> Result<Vec<Donation>, StoreError>;
+
+    /// The donation with `id`, if there is one.
+    async fn donation(&self, id: &str) -> Result<Option<Donation>, StoreError>;
+
+    /// The donations `user_id` made in `year`, newest first, at most `limit`.
+    async fn user_donations(
+        &self,
+        user_id: &str,
+        year: i32,
+        limit: usize,
+    ) -> Result<Vec<Donation>, StoreError>;
+
+    /// The document of `kind` with `id`, if there is one.
+    async fn document(&self, kind: &str, id: &str) -> Result<Option<Document>, StoreError>;
+
+    /// The documents of `kind` listed under `owner`, newest first, at most `limit`.
+    async fn documents(
+        &self,
+        kind: &str,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError>;
 
     /// The outcome stored when `command_id` was applied, if it was.
     async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError>;

@@ -88,6 +88,65 @@ pub struct Donation {
     pub user_id: Option<String>,
     /// When it was accepted (RFC 3339).
     pub inserted_at: String,
+    /// What moderation made of it; only [`DonationStatus::Rejected`] leaves the campaign's
+    /// total.
+    #[serde(default)]
+    pub status: DonationStatus,
+}
+
+impl Donation {
+    /// The year it was accepted in (the first four digits of `inserted_at`), which reports
+    /// and the per-user listing go by.
+    pub fn year(&self) -> i32 {
+        self.inserted_at
+            .get(..4)
+            .and_then(|y| y.parse().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A donation's moderation state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DonationStatus {
+    /// Accepted and counted; not looked at by a moderator.
+    #[default]
+    Accepted,
+    /// A moderator confirmed it.
+    Approved,
+    /// A moderator marked it for a closer look; still counted.
+    Flagged,
+    /// A moderator rejected it: it no longer counts in its campaign's total.
+    Rejected,
+}
+
+impl DonationStatus {
+    /// The name clients see (`"accepted"`, `"approved"`, `"flagged"`, `"rejected"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DonationStatus::Accepted => "accepted",
+            DonationStatus::Approved => "approved",
+            DonationStatus::Flagged => "flagged",
+            DonationStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// A domain record that needs no table of its own: a zakat calculation, a waqf, a report, an
+/// import's progress. Read by `(kind, id)`, listed by `(kind, owner)` newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// What it is (`"zakat_calculation"`, `"waqf"`, ...): documents of different kinds never
+    /// meet. Kinds starting with `fawkes.` are the store's own and refused.
+    pub kind: String,
+    /// Its id, unique within its kind.
+    pub id: String,
+    /// The user it is listed under.
+    pub owner: String,
+    /// When it was made (RFC 3339); listings are newest first by it.
+    pub created_at: String,
+    /// The record itself.
+    pub body: serde_json::Value,
 }
 
 /// One tracked presence: a socket's join of a channel topic, listed under `key` with `meta`.

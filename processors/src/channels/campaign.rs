@@ -166,6 +166,7 @@ fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &
         donor_name,
         user_id: command.claims.user_id.clone(),
         inserted_at: view.now.clone(),
+        status: Default::default(),
     };
     let mut updated = campaign.clone();
     updated.total += amount;

@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use super::tables::{CampaignCas, CampaignRow, Tables};
+use super::tables::{CampaignCas, CampaignRow, Listed, Tables};
 use crate::{Presence, PresenceFilter, StoreError};
 
 #[derive(Debug, Default)]
@@ -25,6 +25,9 @@ struct State {
     presence: HashMap<String, BTreeMap<(String, u64, String), String>>,
     presence_by_connector: BTreeMap<String, std::collections::BTreeSet<String>>,
     presence_connectors: std::collections::BTreeSet<String>,
+    records: HashMap<(String, String), String>,
+    /// (kind, owner) → (created_at, id) → body.
+    listed: HashMap<(String, String), BTreeMap<(String, String), String>>,
 }
 
 /// The model tables.
@@ -348,6 +351,43 @@ impl Tables for Model {
     async fn forget_presence_connector(&self, connector_id: &str) -> Result<(), StoreError> {
         self.write(|s| {
             s.presence_connectors.remove(connector_id);
+        })
+        .await
+    }
+
+    async fn put_record(&self, kind: &str, id: &str, body: &str) -> Result<(), StoreError> {
+        self.write(|s| {
+            s.records
+                .insert((kind.to_owned(), id.to_owned()), body.to_owned());
+        })
+        .await
+    }
+
+    async fn record(&self, kind: &str, id: &str) -> Result<Option<String>, StoreError> {
+        self.read(|s| s.records.get(&(kind.to_owned(), id.to_owned())).cloned())
+            .await
+    }
+
+    async fn put_listed(&self, listed: &Listed<'_>) -> Result<(), StoreError> {
+        self.write(|s| {
+            s.listed
+                .entry((listed.kind.to_owned(), listed.owner.to_owned()))
+                .or_default()
+                .insert(
+                    (listed.created_at.to_owned(), listed.id.to_owned()),
+                    listed.body.to_owned(),
+                );
+        })
+        .await
+    }
+
+    async fn listed(&self, kind: &str, owner: &str, limit: i32) -> Result<Vec<String>, StoreError> {
+        let limit = usize::try_from(limit).unwrap_or_default();
+        self.read(|s| {
+            s.listed
+                .get(&(kind.to_owned(), owner.to_owned()))
+                .map(|rows| rows.values().rev().take(limit).cloned().collect())
+                .unwrap_or_default()
         })
         .await
     }

@@ -22,10 +22,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::plan::{bucket_of, campaign_cas, corrupt, donation_seq, pending_commands};
-use super::tables::Tables;
+use super::tables::{Listed, Tables};
 use crate::{
-    plan_batch, Applied, Campaign, Decided, Donation, Presence, PresenceFilter, Store, StoreError,
-    Write,
+    plan_batch, Applied, Campaign, Decided, Document, Donation, Presence, PresenceFilter, Store,
+    StoreError, Write,
 };
 
 /// The store protocol over the tables `T`.
@@ -57,6 +57,43 @@ impl<T: Tables> Protocol<T> {
                     self.tables
                         .insert_donation(&donation.campaign_id, bucket, seq, &donation.id, &body)
                         .await?;
+                    self.index_donation(donation, bucket, seq, &body).await?;
+                }
+                Write::UpdateDonation(donation) => {
+                    // Rewritten where it was inserted: its index says where that is.
+                    let Some(index) = self.donation_index(&donation.id).await? else {
+                        return Err(StoreError::Corrupt(format!(
+                            "donation {} is updated but was never stored",
+                            donation.id
+                        )));
+                    };
+                    let body = serde_json::to_string(donation).map_err(corrupt)?;
+                    self.tables
+                        .insert_donation(
+                            &donation.campaign_id,
+                            index.bucket,
+                            index.seq,
+                            &donation.id,
+                            &body,
+                        )
+                        .await?;
+                    self.index_donation(donation, index.bucket, index.seq, &body)
+                        .await?;
+                }
+                Write::PutDocument(document) => {
+                    let body = serde_json::to_string(document).map_err(corrupt)?;
+                    self.tables
+                        .put_record(&document.kind, &document.id, &body)
+                        .await?;
+                    self.tables
+                        .put_listed(&Listed {
+                            kind: &document.kind,
+                            owner: &document.owner,
+                            created_at: &document.created_at,
+                            id: &document.id,
+                            body: &body,
+                        })
+                        .await?;
                 }
                 Write::Track(presence) => {
                     let body = serde_json::to_string(presence).map_err(corrupt)?;
@@ -85,6 +122,45 @@ impl<T: Tables> Protocol<T> {
             }
         }
         self.tables.put_outcome(command_id, outcome).await
+    }
+
+    /// Writes a donation's two indexes: by id (with where it lives in its campaign's
+    /// partitions) and, when a user made it, under that user and its year.
+    async fn index_donation(
+        &self,
+        donation: &Donation,
+        bucket: i64,
+        seq: i64,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        let index = DonationIndex {
+            bucket,
+            seq,
+            donation: donation.clone(),
+        };
+        let text = serde_json::to_string(&index).map_err(corrupt)?;
+        self.tables
+            .put_record(DONATION_INDEX, &donation.id, &text)
+            .await?;
+        if let Some(user_id) = &donation.user_id {
+            self.tables
+                .put_listed(&Listed {
+                    kind: &user_donations_kind(donation.year()),
+                    owner: user_id,
+                    created_at: &donation.inserted_at,
+                    id: &donation.id,
+                    body,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn donation_index(&self, id: &str) -> Result<Option<DonationIndex>, StoreError> {
+        match self.tables.record(DONATION_INDEX, id).await? {
+            Some(text) => parse(&text).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The next value of a sequence, taken with a compare-and-set.
@@ -119,6 +195,24 @@ fn replaced(writes: &[Write], untracked: &Presence) -> bool {
             && p.socket_id == untracked.socket_id
             && p.join_id == untracked.join_id)
     })
+}
+
+/// The `records` kind of the donation index. Document kinds starting with `fawkes.` are the
+/// store's own.
+const DONATION_INDEX: &str = "fawkes.donation";
+
+/// The `records_by_owner` kind under which a user's donations of `year` are listed.
+fn user_donations_kind(year: i32) -> String {
+    format!("fawkes.donations@{year}")
+}
+
+/// A donation's row in the index by id: the donation, and where it lives in
+/// `donations_by_campaign`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct DonationIndex {
+    bucket: i64,
+    seq: i64,
+    donation: Donation,
 }
 
 fn parse<V: serde::de::DeserializeOwned>(text: &str) -> Result<V, StoreError> {
@@ -161,6 +255,42 @@ impl<T: Tables> Store for Protocol<T> {
             }
             bucket -= 1;
         }
+    }
+
+    async fn donation(&self, id: &str) -> Result<Option<Donation>, StoreError> {
+        Ok(self.donation_index(id).await?.map(|index| index.donation))
+    }
+
+    async fn user_donations(
+        &self,
+        user_id: &str,
+        year: i32,
+        limit: usize,
+    ) -> Result<Vec<Donation>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let bodies = self
+            .tables
+            .listed(&user_donations_kind(year), user_id, limit)
+            .await?;
+        bodies.iter().map(|body| parse(body)).collect()
+    }
+
+    async fn document(&self, kind: &str, id: &str) -> Result<Option<Document>, StoreError> {
+        match self.tables.record(kind, id).await? {
+            Some(text) => parse(&text).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn documents(
+        &self,
+        kind: &str,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let bodies = self.tables.listed(kind, owner, limit).await?;
+        bodies.iter().map(|body| parse(body)).collect()
     }
 
     async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError> {

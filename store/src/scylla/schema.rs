@@ -2,7 +2,7 @@
 //! applies. Pure text work, so `fawkes schema print` needs no driver.
 
 /// The schema files, in the order they are applied.
-const SCHEMA_FILES: [(&str, &str); 3] = [
+const SCHEMA_FILES: [(&str, &str); 4] = [
     (
         "001_keyspace.cql",
         include_str!("../../../infra/cql/001_keyspace.cql"),
@@ -14,6 +14,10 @@ const SCHEMA_FILES: [(&str, &str); 3] = [
     (
         "003_campaign_pending.cql",
         include_str!("../../../infra/cql/003_campaign_pending.cql"),
+    ),
+    (
+        "004_records.cql",
+        include_str!("../../../infra/cql/004_records.cql"),
     ),
 ];
 
@@ -86,7 +90,7 @@ mod tests {
     fn schema_statements_substitute_and_split() {
         let statements =
             schema_statements("fk", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
-        assert_eq!(statements.len(), 10, "{statements:#?}");
+        assert_eq!(statements.len(), 12, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS fk"));
         assert!(statements[0].contains("'replication_factor': 1"));
         for statement in &statements {

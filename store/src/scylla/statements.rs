@@ -36,10 +36,14 @@ pub(super) struct Statements {
     pub(super) add_presence_connector: PreparedStatement,
     pub(super) presence_connectors: PreparedStatement,
     pub(super) forget_presence_connector: PreparedStatement,
+    pub(super) put_record: PreparedStatement,
+    pub(super) record: PreparedStatement,
+    pub(super) put_listed: PreparedStatement,
+    pub(super) listed: PreparedStatement,
 }
 
 /// The CQL of every statement, with `{keyspace}` to substitute.
-pub(super) const CQL: [(&str, &str); 23] = [
+pub(super) const CQL: [(&str, &str); 27] = [
     ("campaign", "SELECT body, version, pending FROM {keyspace}.campaigns WHERE id = ?"),
     (
         "create_campaign",
@@ -108,6 +112,19 @@ pub(super) const CQL: [(&str, &str); 23] = [
         "forget_presence_connector",
         "DELETE FROM {keyspace}.presence_connectors WHERE shard = ? AND connector_id = ?",
     ),
+    (
+        "put_record",
+        "INSERT INTO {keyspace}.records (kind, id, body) VALUES (?, ?, ?)",
+    ),
+    ("record", "SELECT body FROM {keyspace}.records WHERE kind = ? AND id = ?"),
+    (
+        "put_listed",
+        "INSERT INTO {keyspace}.records_by_owner (kind, owner, created_at, id, body) VALUES (?, ?, ?, ?, ?)",
+    ),
+    (
+        "listed",
+        "SELECT body FROM {keyspace}.records_by_owner WHERE kind = ? AND owner = ? LIMIT ?",
+    ),
 ];
 
 impl Statements {
@@ -157,6 +174,10 @@ impl Statements {
             add_presence_connector: take("add_presence_connector")?,
             presence_connectors: take("presence_connectors")?,
             forget_presence_connector: take("forget_presence_connector")?,
+            put_record: take("put_record")?,
+            record: take("record")?,
+            put_listed: take("put_listed")?,
+            listed: take("listed")?,
         })
     }
 }

@@ -139,4 +139,32 @@ pub(crate) trait Tables: Send + Sync + std::fmt::Debug + 'static {
 
     /// `DELETE FROM presence_connectors WHERE shard = ? AND connector_id = ?`.
     async fn forget_presence_connector(&self, connector_id: &str) -> Result<(), StoreError>;
+
+    /// `INSERT INTO records (kind, id, body)`: idempotent, the last write wins.
+    async fn put_record(&self, kind: &str, id: &str, body: &str) -> Result<(), StoreError>;
+
+    /// `SELECT body FROM records WHERE kind = ? AND id = ?`.
+    async fn record(&self, kind: &str, id: &str) -> Result<Option<String>, StoreError>;
+
+    /// `INSERT INTO records_by_owner (kind, owner, created_at, id, body)`: idempotent, the
+    /// last write wins.
+    async fn put_listed(&self, listed: &Listed<'_>) -> Result<(), StoreError>;
+
+    /// `SELECT body FROM records_by_owner WHERE kind = ? AND owner = ? LIMIT ?`, newest first.
+    async fn listed(&self, kind: &str, owner: &str, limit: i32) -> Result<Vec<String>, StoreError>;
+}
+
+/// A row of `records_by_owner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listed<'a> {
+    /// What it is (a document kind, or `fawkes.donations@<year>`).
+    pub(crate) kind: &'a str,
+    /// The user it is listed under.
+    pub(crate) owner: &'a str,
+    /// The listing's order (newest first).
+    pub(crate) created_at: &'a str,
+    /// Its id.
+    pub(crate) id: &'a str,
+    /// The record.
+    pub(crate) body: &'a str,
 }

@@ -27,6 +27,8 @@ pub fn sample_campaign(id: &str) -> Campaign {
     }
 }
 
+mod records;
+
 fn donation(id: &str, campaign_id: &str, cents: i64) -> Donation {
     Donation {
         id: id.to_owned(),
@@ -36,6 +38,7 @@ fn donation(id: &str, campaign_id: &str, cents: i64) -> Donation {
         donor_name: "Donor".into(),
         user_id: None,
         inserted_at: "2026-01-01T00:00:00Z".into(),
+        status: Default::default(),
     }
 }
 
@@ -50,6 +53,8 @@ pub async fn run_all<S: Store>(store: &S) {
     presences_track_filter_and_untrack(store, &run).await;
     two_owners_apply_every_command_once(store, store).await;
     outcome_aliases_answer_retries(store, &run).await;
+    records::documents_round_trip(store, &run).await;
+    records::donations_by_id_and_by_user(store, &run).await;
 }
 
 /// An outcome stored under an alias (a client's idempotency key) reads back under it.

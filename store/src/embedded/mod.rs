@@ -14,99 +14,16 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
+mod schema;
+mod writes;
+
+use schema::{add_donation_owners, add_outcome_ages, now_ms, prune_outcomes, PRUNE_EVERY, SCHEMA};
+use writes::{apply_write, put_campaign};
+
 use crate::{
-    plan_batch, Applied, Campaign, Decided, Donation, Presence, PresenceFilter, Store, StoreError,
-    Write,
+    plan_batch, Applied, Campaign, Decided, Document, Donation, Presence, PresenceFilter, Store,
+    StoreError, Write,
 };
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS campaigns (
-    id TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS donations (
-    id TEXT PRIMARY KEY,
-    campaign_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS donations_by_campaign ON donations (campaign_id, seq);
-CREATE TABLE IF NOT EXISTS processed_commands (
-    command_id TEXT PRIMARY KEY,
-    outcome TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sequences (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS claims (
-    sequence TEXT NOT NULL,
-    claimant TEXT NOT NULL,
-    value INTEGER NOT NULL,
-    PRIMARY KEY (sequence, claimant)
-);
-CREATE TABLE IF NOT EXISTS presences (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    connector_id TEXT NOT NULL,
-    socket_id INTEGER NOT NULL,
-    phx_ref TEXT NOT NULL,
-    body TEXT NOT NULL,
-    UNIQUE (topic, connector_id, socket_id, phx_ref)
-);
-CREATE TABLE IF NOT EXISTS presence_topics (
-    connector_id TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    PRIMARY KEY (connector_id, topic)
-);
-";
-
-/// [`OUTCOME_RETENTION`](crate::OUTCOME_RETENTION) in milliseconds (on Scylla it is the
-/// outcomes table's TTL).
-const OUTCOME_RETENTION_MS: i64 = crate::OUTCOME_RETENTION.as_millis() as i64;
-
-/// Outcomes older than [`OUTCOME_RETENTION_MS`] are deleted once every this many batches (and
-/// at open): one indexed range delete, rare enough to cost nothing per donation.
-const PRUNE_EVERY: u64 = 4096;
-
-/// Milliseconds since the epoch, the age of stored outcomes.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
-
-/// Gives `processed_commands` its `stored_at` column (stores made before it had none): rows
-/// already there count from now, so none is pruned before its command has left the log.
-fn add_outcome_ages(conn: &Connection) -> Result<(), StoreError> {
-    let has_column = conn
-        .prepare("SELECT 1 FROM pragma_table_info('processed_commands') WHERE name = 'stored_at'")
-        .and_then(|mut stmt| stmt.exists([]))
-        .map_err(unavailable)?;
-    if !has_column {
-        conn.execute_batch(&format!(
-            "ALTER TABLE processed_commands ADD COLUMN stored_at INTEGER NOT NULL DEFAULT {}",
-            now_ms()
-        ))
-        .map_err(unavailable)?;
-    }
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS processed_commands_by_age ON processed_commands (stored_at)",
-    )
-    .map_err(unavailable)
-}
-
-/// Deletes the outcomes stored more than [`OUTCOME_RETENTION_MS`] before `now`.
-fn prune_outcomes(conn: &Connection, now: i64) -> Result<(), StoreError> {
-    conn.execute(
-        "DELETE FROM processed_commands WHERE stored_at < ?1",
-        [now - OUTCOME_RETENTION_MS],
-    )
-    .map_err(unavailable)?;
-    Ok(())
-}
 
 const OUTCOME_SQL: &str = "SELECT outcome FROM processed_commands WHERE command_id = ?1";
 
@@ -160,6 +77,7 @@ impl EmbeddedStore {
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         add_outcome_ages(&conn)?;
+        add_donation_owners(&conn)?;
         prune_outcomes(&conn, now_ms())?;
         Ok(Self {
             path,
@@ -233,6 +151,79 @@ impl Store for EmbeddedStore {
                 serde_json::from_str(&body).map_err(corrupt)
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn donation(&self, id: &str) -> Result<Option<Donation>, StoreError> {
+        let id = id.to_owned();
+        self.with_conn(move |conn| read_json(conn, "SELECT body FROM donations WHERE id = ?1", &id))
+            .await
+    }
+
+    async fn user_donations(
+        &self,
+        user_id: &str,
+        year: i32,
+        limit: usize,
+    ) -> Result<Vec<Donation>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM donations WHERE user_id = ?1 AND year = ?2
+                     ORDER BY rowid DESC LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![user_id, year, limit as i64], |row| {
+                    row.get::<_, String>(0)
+                })
+                .map_err(unavailable)?;
+            rows.map(|body| serde_json::from_str(&body.map_err(unavailable)?).map_err(corrupt))
+                .collect()
+        })
+        .await
+    }
+
+    async fn document(&self, kind: &str, id: &str) -> Result<Option<Document>, StoreError> {
+        let (kind, id) = (kind.to_owned(), id.to_owned());
+        self.with_conn(move |conn| {
+            let body: Option<String> = conn
+                .query_row(
+                    "SELECT body FROM documents WHERE kind = ?1 AND id = ?2",
+                    [&kind, &id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            body.map(|b| serde_json::from_str(&b).map_err(corrupt))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn documents(
+        &self,
+        kind: &str,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<Document>, StoreError> {
+        let (kind, owner) = (kind.to_owned(), owner.to_owned());
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM documents WHERE kind = ?1 AND owner = ?2
+                     ORDER BY created_at DESC, id DESC LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![kind, owner, limit as i64], |row| {
+                    row.get::<_, String>(0)
+                })
+                .map_err(unavailable)?;
+            rows.map(|body| serde_json::from_str(&body.map_err(unavailable)?).map_err(corrupt))
+                .collect()
         })
         .await
     }
@@ -417,165 +408,5 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// A campaign's compare-and-set: created at version 1 if new (version 0), else replaced if
-/// its stored version is still the one it was based on. Dropping the transaction after a
-/// conflict rolls back everything before it.
-fn put_campaign(tx: &rusqlite::Transaction<'_>, campaign: &Campaign) -> Result<(), StoreError> {
-    let body = serde_json::to_string(campaign).map_err(corrupt)?;
-    let changed = if campaign.version == 0 {
-        tx.execute(
-            "INSERT INTO campaigns (id, version, body) VALUES (?1, 1, ?2)
-             ON CONFLICT (id) DO NOTHING",
-            params![campaign.id, body],
-        )
-    } else {
-        tx.execute(
-            "UPDATE campaigns SET body = ?2, version = version + 1
-             WHERE id = ?1 AND version = ?3",
-            params![campaign.id, body, campaign.version as i64],
-        )
-    }
-    .map_err(unavailable)?;
-    if changed == 0 {
-        return Err(StoreError::Conflict(campaign.id.clone()));
-    }
-    Ok(())
-}
-
-/// One write other than a campaign's (those are [`put_campaign`]'s) or an outcome alias
-/// (stored with the outcome), idempotent by key.
-fn apply_write(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<(), StoreError> {
-    match write {
-        Write::PutCampaign(_) | Write::OutcomeAlias(_) => {}
-        Write::InsertDonation(donation) => {
-            let body = serde_json::to_string(donation).map_err(corrupt)?;
-            tx.execute(
-                "INSERT INTO donations (id, campaign_id, seq, body)
-                 VALUES (?1, ?2,
-                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM donations WHERE campaign_id = ?2),
-                   ?3)
-                 ON CONFLICT (id) DO NOTHING",
-                params![donation.id, donation.campaign_id, body],
-            )
-            .map_err(unavailable)?;
-        }
-        Write::Track(presence) => {
-            let body = serde_json::to_string(presence).map_err(corrupt)?;
-            tx.execute(
-                "INSERT INTO presences (topic, connector_id, socket_id, phx_ref, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![
-                    presence.topic,
-                    presence.connector_id,
-                    presence.socket_id as i64,
-                    presence.phx_ref,
-                    body
-                ],
-            )
-            .map_err(unavailable)?;
-            tx.execute(
-                "INSERT INTO presence_topics (connector_id, topic) VALUES (?1, ?2)
-                 ON CONFLICT DO NOTHING",
-                params![presence.connector_id, presence.topic],
-            )
-            .map_err(unavailable)?;
-        }
-        Write::Untrack(presence) => {
-            tx.execute(
-                "DELETE FROM presences WHERE topic = ?1 AND connector_id = ?2
-                 AND socket_id = ?3 AND phx_ref = ?4",
-                params![
-                    presence.topic,
-                    presence.connector_id,
-                    presence.socket_id as i64,
-                    presence.phx_ref
-                ],
-            )
-            .map_err(unavailable)?;
-        }
-        Write::ForgetPresenceTopic {
-            connector_id,
-            topic,
-        } => {
-            tx.execute(
-                "DELETE FROM presence_topics WHERE connector_id = ?1 AND topic = ?2",
-                params![connector_id, topic],
-            )
-            .map_err(unavailable)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::conformance;
-
-    async fn fresh() -> (tempfile::TempDir, EmbeddedStore) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = EmbeddedStore::open(dir.path()).expect("open");
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn conformance_suite() {
-        let (_dir, store) = fresh().await;
-        conformance::run_all(&store).await;
-    }
-
-    #[tokio::test]
-    async fn two_handles_on_one_directory_share_data() {
-        // Stands in for two processes: separate connections on the same file.
-        let (dir, first) = fresh().await;
-        let second = EmbeddedStore::open(dir.path()).expect("second open");
-        conformance::shared_between_handles(&first, &second).await;
-    }
-
-    #[tokio::test]
-    async fn two_owners_on_one_directory_apply_every_command_once() {
-        // Two processes that both believe they own a partition: two connections on one file.
-        let (dir, first) = fresh().await;
-        let second = EmbeddedStore::open(dir.path()).expect("second open");
-        conformance::two_owners_apply_every_command_once(&first, &second).await;
-    }
-
-    #[tokio::test]
-    async fn outcomes_older_than_the_command_retention_are_pruned() {
-        let (dir, store) = fresh().await;
-        store
-            .apply("fresh", &[], &serde_json::json!({"n": 1}))
-            .await
-            .expect("apply");
-        {
-            let conn = Connection::open(dir.path().join("store.sqlite")).expect("open");
-            conn.execute(
-                "INSERT INTO processed_commands (command_id, outcome, stored_at)
-                 VALUES ('ancient', '{}', ?1)",
-                [now_ms() - OUTCOME_RETENTION_MS - 1],
-            )
-            .expect("insert");
-        }
-        let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
-        assert_eq!(reopened.outcome("ancient").await.expect("read"), None);
-        assert!(reopened.outcome("fresh").await.expect("read").is_some());
-    }
-
-    #[tokio::test]
-    async fn a_store_from_before_outcome_ages_opens_and_keeps_its_outcomes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let conn = Connection::open(dir.path().join("store.sqlite")).expect("open");
-            conn.execute_batch(
-                "CREATE TABLE processed_commands (command_id TEXT PRIMARY KEY, outcome TEXT NOT NULL);
-                 INSERT INTO processed_commands VALUES ('old', '{\"kept\": true}');",
-            )
-            .expect("old schema");
-        }
-        let store = EmbeddedStore::open(dir.path()).expect("open");
-        assert_eq!(
-            store.outcome("old").await.expect("read"),
-            Some(serde_json::json!({"kept": true}))
-        );
-    }
-}
+mod tests;
