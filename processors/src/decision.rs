@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::{Campaign, Presence, PresenceFilter, Write};
+use store::{Campaign, Document, Presence, PresenceFilter, Write};
 use topics::events::DomainEvent;
 use topics::{Broadcast, Command, Delivery, Push, Refusal, ReplyBody, ReplyStatus, Transform};
 
@@ -18,6 +18,8 @@ pub struct Needs {
     /// The id a client's idempotency key stores the command's outcome under: a command whose
     /// key was used before is answered from that outcome, not decided.
     pub alias: Option<String>,
+    /// The document with this (kind, id).
+    pub document: Option<(String, String)>,
 }
 
 /// The state a decision is made on.
@@ -29,6 +31,8 @@ pub struct View {
     pub new_campaign_id: Option<String>,
     /// The presences asked for in [`Needs::presence`].
     pub presences: Vec<Presence>,
+    /// The document asked for in [`Needs::document`], if it exists.
+    pub document: Option<Document>,
     /// The processing time (RFC 3339, UTC), for timestamps in the effects.
     pub now: String,
 }
@@ -72,6 +76,10 @@ pub struct Decision {
     pub writes: Vec<Write>,
     /// Domain events for analytics.
     pub domain_events: Vec<DomainEvent>,
+    /// Commands derived from this one ([`CommandKind::Derived`](topics::CommandKind)),
+    /// appended to the command topic after the writes, with ids derived from this command's
+    /// so every re-emission of the outcome names the same commands.
+    pub commands: Vec<Command>,
 }
 
 impl Decision {
@@ -131,6 +139,7 @@ impl Decision {
             delivery,
             broadcasts,
             domain_events: self.domain_events.clone(),
+            commands: self.commands.clone(),
         }
     }
 }
@@ -146,6 +155,9 @@ pub struct Outcome {
     /// The domain events. (Stored as `events`, its name in outcomes written before.)
     #[serde(default, rename = "events")]
     pub domain_events: Vec<DomainEvent>,
+    /// The derived commands, re-sent with the rest: their ids make them count once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<Command>,
 }
 
 impl Outcome {
@@ -162,6 +174,7 @@ impl Outcome {
             }),
             broadcasts: Vec::new(),
             domain_events: Vec::new(),
+            commands: Vec::new(),
         }
     }
 }

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use eventlog::{Log, LogError, Pending, Record};
 use serde_json::Value;
-use store::{Applied, Campaign, Decided, Position, Store, StoreError, Write};
+use store::{Applied, Campaign, Decided, Document, Position, Store, StoreError, Write};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use topics::names::{BROADCASTS, DEAD_LETTERS, DELIVERIES, EVENTS};
+use topics::names::{BROADCASTS, COMMANDS, DEAD_LETTERS, DELIVERIES, EVENTS};
 use topics::{Command, RecordError, Refusal};
 
 use crate::decision::{Decision, Outcome, View};
@@ -317,6 +317,8 @@ struct Group {
     unstored: Vec<Unstored>,
     /// Campaigns as the group's decisions left them (at the version they were read).
     campaigns: HashMap<String, Campaign>,
+    /// Documents as the group's decisions left them, by (kind, id).
+    documents: HashMap<(String, String), Document>,
     /// Topics whose presences the unstored decisions change.
     presence_topics: HashSet<String>,
     /// Idempotency aliases used by the group's commands, with the command that first did.
@@ -353,6 +355,7 @@ impl Group {
         }
         self.unstored.clear();
         self.campaigns.clear();
+        self.documents.clear();
         self.presence_topics.clear();
         Ok(())
     }
@@ -463,10 +466,18 @@ async fn process(
             Some(filter) => store.presences(&command.topic, filter).await?,
             None => Vec::new(),
         };
+        let document = match &needs.document {
+            Some(key) => match group.documents.get(key) {
+                Some(folded) => Some(folded.clone()),
+                None => store.document(&key.0, &key.1).await?,
+            },
+            None => None,
+        };
         let view = View {
             campaign,
             new_campaign_id,
             presences,
+            document,
             now: topics::timestamp::now(),
         };
         let decision = decide(command, &view);
@@ -496,10 +507,13 @@ async fn process(
                 Write::ForgetPresenceTopic { topic, .. } => {
                     group.presence_topics.insert(topic.clone());
                 }
-                Write::InsertDonation(_)
-                | Write::UpdateDonation(_)
-                | Write::PutDocument(_)
-                | Write::OutcomeAlias(_) => {}
+                Write::PutDocument(document) => {
+                    group.documents.insert(
+                        (document.kind.clone(), document.id.clone()),
+                        document.clone(),
+                    );
+                }
+                Write::InsertDonation(_) | Write::UpdateDonation(_) | Write::OutcomeAlias(_) => {}
             }
         }
         let body = serde_json::to_value(&outcome)
@@ -544,7 +558,7 @@ async fn free_campaign_id(
 }
 
 /// Puts the outcomes on their way, in order: for each, the delivery, then broadcasts, then
-/// domain events.
+/// domain events, then derived commands.
 fn emit(log: &dyn Log, outcomes: &[Outcome]) -> Result<Pending, AttemptError> {
     let mut records = Vec::new();
     for outcome in outcomes {
@@ -559,6 +573,10 @@ fn emit(log: &dyn Log, outcomes: &[Outcome]) -> Result<Pending, AttemptError> {
         for event in &outcome.domain_events {
             let key = Bytes::copy_from_slice(event.campaign_id().as_bytes());
             records.push((EVENTS, key, event.encode()?));
+        }
+        for command in &outcome.commands {
+            let key = Bytes::copy_from_slice(command.topic.as_bytes());
+            records.push((COMMANDS, key, command.encode()?));
         }
     }
     Ok(log.send_all(records)?)

@@ -22,6 +22,7 @@ const MARKER: [u8; 2] = [0xC3, 0x01];
 const SCHEMAS: &[(&str, u32, &str)] = &[
     ("Command", 1, include_str!("../schemas/command.v1.avsc")),
     ("Command", 2, include_str!("../schemas/command.v2.avsc")),
+    ("Command", 3, include_str!("../schemas/command.v3.avsc")),
     ("Heartbeat", 1, include_str!("../schemas/heartbeat.v1.avsc")),
     ("Delivery", 1, include_str!("../schemas/delivery.v1.avsc")),
     ("Broadcast", 1, include_str!("../schemas/broadcast.v1.avsc")),

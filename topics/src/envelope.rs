@@ -161,6 +161,15 @@ pub enum CommandKind {
     /// Sent by a processor, not a connector: the connector in `socket.connector_id` stopped
     /// heart-beating, so its presences on `topic` are dropped. No reply is expected.
     Expire,
+    /// Sent by a processor, not a connector: a follow-up of a command it decided (one row of
+    /// an import, a row's result going back to the import). Connectors never produce it, so
+    /// a client cannot forge one. `socket` is the socket of the command it follows.
+    Derived {
+        /// What to do.
+        event: String,
+        /// Its arguments.
+        payload: Value,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -189,6 +198,9 @@ impl Command {
             }
             CommandKind::Leave => ("LEAVE", None, "null".to_owned(), false),
             CommandKind::Expire => ("EXPIRE", None, "null".to_owned(), false),
+            CommandKind::Derived { event, payload } => {
+                ("DERIVED", Some(event.clone()), json_text(payload), false)
+            }
         };
         let wire = CommandWire {
             id: self.id.clone(),
@@ -217,6 +229,7 @@ impl Command {
             ("EVENT", Some(event)) => CommandKind::Event { event, payload },
             ("LEAVE", _) => CommandKind::Leave,
             ("EXPIRE", _) => CommandKind::Expire,
+            ("DERIVED", Some(event)) => CommandKind::Derived { event, payload },
             (other, _) => return Err(RecordError::decode("command", format!("bad kind {other}"))),
         };
         Ok(Self {
@@ -605,6 +618,15 @@ mod tests {
         };
         let back = Command::decode(&c.encode().expect("encodes")).expect("decodes");
         assert_eq!(back, c);
+        let derived = Command {
+            kind: CommandKind::Derived {
+                event: "import_row".into(),
+                payload: json!({"row": 3}),
+            },
+            ..c
+        };
+        let back = Command::decode(&derived.encode().expect("encodes")).expect("decodes");
+        assert_eq!(back, derived);
         assert!(Command::decode(b"{").is_err());
     }
 }

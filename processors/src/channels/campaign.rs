@@ -107,7 +107,13 @@ fn add_error(errors: &mut Map<String, Value>, field: &str, message: String) {
     }
 }
 
-fn new_donation(payload: &Value, command: &Command, campaign: &Campaign, view: &View) -> Decision {
+/// `new_donation` (and an import's row): validated, counted, broadcast.
+pub(crate) fn new_donation(
+    payload: &Value,
+    command: &Command,
+    campaign: &Campaign,
+    view: &View,
+) -> Decision {
     let mut errors = Map::new();
     let amount = parse_amount(payload.get("amount"))
         .map_err(|e| add_error(&mut errors, "amount", e.to_string()))

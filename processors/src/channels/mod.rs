@@ -6,12 +6,14 @@
 //! - [`admin`]: `admin:<x>`: campaign creation.
 //! - [`zakat`]: `zakat:user:<id>`: nisab calculation.
 //! - [`collab`]: `collab:document:<id>`: cursors and typing, as presence updates.
+//! - [`imports`]: `imports:user:<id>`: batch imports, split into derived commands.
 //! - [`presence`]: presence tracking on the topics that have it.
 
 pub(crate) mod access;
 pub(crate) mod admin;
 pub(crate) mod campaign;
 pub(crate) mod collab;
+pub(crate) mod imports;
 pub(crate) mod presence;
 pub(crate) mod zakat;
 
@@ -19,6 +21,9 @@ use topics::routes::{route, Route};
 use topics::{Command, CommandKind, Refusal};
 
 use crate::decision::{Decision, Needs, View};
+
+/// The topic family of imports.
+const IMPORTS: &str = "imports:user";
 
 /// What `command` needs loaded before [`decide`] can run.
 pub fn needs(command: &Command) -> Needs {
@@ -28,7 +33,7 @@ pub fn needs(command: &Command) -> Needs {
     // Campaign events read the campaign, not presences; every other command on a tracked
     // topic (join, leave, expiry, document events) reads the presences it changes.
     let presence = match (&route, &command.kind) {
-        (Route::Campaign(_), CommandKind::Event { .. }) => None,
+        (Route::Campaign(_), CommandKind::Event { .. } | CommandKind::Derived { .. }) => None,
         (route, _) if presence::is_tracked(route) => presence::needs(command),
         _ => None,
     };
@@ -39,6 +44,18 @@ pub fn needs(command: &Command) -> Needs {
             alias: campaign::idempotency_alias(command),
             ..Needs::default()
         },
+        (Route::Campaign(id), CommandKind::Derived { .. }) => Needs {
+            campaign: Some(id),
+            ..Needs::default()
+        },
+        (Route::UserScoped { .. }, CommandKind::Derived { event, payload })
+            if event == imports::ROW_DONE =>
+        {
+            Needs {
+                document: imports::document_needed(payload),
+                ..Needs::default()
+            }
+        }
         (Route::Admin(_), CommandKind::Event { event, .. }) if event == "create_campaign" => {
             Needs {
                 new_campaign_id: true,
@@ -69,7 +86,20 @@ pub fn decide(command: &Command, view: &View) -> Decision {
             Route::Admin(_) => admin::handle_in(event, payload, command, view),
             Route::Zakat(_) => zakat::handle_in(event, payload),
             Route::CollabDocument(_) => collab::handle_in(event, payload, command, view),
+            Route::UserScoped {
+                family: IMPORTS,
+                user_id,
+            } if event == "batch_import" => imports::batch_import(payload, command, &user_id, view),
             _ => Decision::refuse(Refusal::UnknownEvent),
+        },
+        // Derived commands come from processors only; one that names nothing known is
+        // dropped (a newer processor's, read by an older one).
+        CommandKind::Derived { event, payload } => match route {
+            Route::Campaign(_) if event == imports::ROW => imports::row(payload, command, view),
+            Route::UserScoped {
+                family: IMPORTS, ..
+            } if event == imports::ROW_DONE => imports::row_done(payload, view),
+            _ => Decision::default(),
         },
     }
 }

@@ -34,6 +34,7 @@ pub(crate) fn needs(command: &Command) -> Option<PresenceFilter> {
         CommandKind::Expire => Some(PresenceFilter::Connector(
             command.socket.connector_id.clone(),
         )),
+        CommandKind::Derived { .. } => None,
     }
 }
 
