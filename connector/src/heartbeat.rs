@@ -34,6 +34,7 @@ pub(crate) async fn beat(
             connector_id: connector_id.clone(),
             lease_ms,
             sent_at: topics::timestamp::now(),
+            sockets: metrics.connections.get(),
         };
         let bytes = match heartbeat.encode() {
             Ok(bytes) => bytes,

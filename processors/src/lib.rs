@@ -14,10 +14,13 @@
 //!   lease book (`book`) and the sweep that reads heartbeats and appends expiries (`sweep`).
 //! - `group`: group commit, a partition's worker: the queued commands decided in order and
 //!   stored with one write per campaign, their outcomes emitted in one round.
+//! - `dashboard/`: `dashboard:live`'s `metrics_batch`, folded from the domain events and
+//!   heartbeats (`fold`, pure) by the owner of its command partition.
 //! - `runner`: the IO shell: consume, hand each partition's commands to its worker, commit.
 //! - `metrics`: [`ProcessorMetrics`], the Prometheus metrics of the runner.
 
 mod channels;
+mod dashboard;
 mod decision;
 mod group;
 mod leases;

@@ -110,6 +110,12 @@ pub async fn run(
         metrics.clone(),
         parts_stop.clone(),
     ));
+    let dashboard = tokio::spawn(crate::dashboard::run(
+        log.clone(),
+        owned.clone(),
+        metrics.clone(),
+        parts_stop.clone(),
+    ));
     // Keeps `fawkes_log_up` current while nothing else reads the log.
     let probe = tokio::spawn(eventlog::watch(
         log.clone(),
@@ -142,7 +148,7 @@ pub async fn run(
                 shared.metrics.partitions.set(i64::try_from(assigned.len()).unwrap_or(i64::MAX));
                 *owned.write().unwrap_or_else(PoisonError::into_inner) = assigned;
                 // Every part runs until shutdown: one that ended panicked.
-                if let Some(part) = ended(&sweeper, &probe, &workers) {
+                if let Some(part) = ended(&[("lease sweeper", &sweeper), ("log probe", &probe), ("dashboard", &dashboard)], &workers) {
                     break Err(RunnerError::TaskEnded(part));
                 }
             }
@@ -233,7 +239,7 @@ pub async fn run(
     // deadline to finish (their offsets stay uncommitted and are redone if needed), the
     // commands finished by then are committed, and the rest is abandoned.
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
-    for task in [sweeper, probe] {
+    for task in [sweeper, probe, dashboard] {
         stop_by(deadline, task).await;
     }
     let mut finishing = Vec::new();
@@ -295,16 +301,9 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// The name of a part of the runner that has ended, if one has.
-fn ended(
-    sweeper: &JoinHandle<()>,
-    probe: &JoinHandle<()>,
-    workers: &HashMap<u32, Worker>,
-) -> Option<String> {
-    if sweeper.is_finished() {
-        return Some("lease sweeper".to_owned());
-    }
-    if probe.is_finished() {
-        return Some("log probe".to_owned());
+fn ended(parts: &[(&str, &JoinHandle<()>)], workers: &HashMap<u32, Worker>) -> Option<String> {
+    if let Some((name, _)) = parts.iter().find(|(_, task)| task.is_finished()) {
+        return Some((*name).to_owned());
     }
     workers
         .iter()

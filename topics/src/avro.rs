@@ -24,6 +24,7 @@ const SCHEMAS: &[(&str, u32, &str)] = &[
     ("Command", 2, include_str!("../schemas/command.v2.avsc")),
     ("Command", 3, include_str!("../schemas/command.v3.avsc")),
     ("Heartbeat", 1, include_str!("../schemas/heartbeat.v1.avsc")),
+    ("Heartbeat", 2, include_str!("../schemas/heartbeat.v2.avsc")),
     ("Delivery", 1, include_str!("../schemas/delivery.v1.avsc")),
     ("Broadcast", 1, include_str!("../schemas/broadcast.v1.avsc")),
     (

@@ -388,6 +388,10 @@ pub struct Heartbeat {
     pub lease_ms: i64,
     /// When it was sent (RFC 3339, UTC).
     pub sent_at: String,
+    /// Open sockets on the connector when it was sent (0 in heartbeats from before the
+    /// field).
+    #[serde(default)]
+    pub sockets: i64,
 }
 
 impl Heartbeat {

@@ -140,6 +140,7 @@ mod tests {
             connector_id: connector.to_owned(),
             lease_ms,
             sent_at: sent_at.to_owned(),
+            sockets: 0,
         }
     }
 

@@ -330,6 +330,7 @@ mod tests {
             connector_id: "c1".to_owned(),
             lease_ms: 30_000,
             sent_at: "e1".to_owned(),
+            sockets: 0,
         };
         book.heard(beat, t0);
         sweep.run(&mut book, t0 + LEASE * 2).await.expect("sweep");
