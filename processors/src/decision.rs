@@ -6,6 +6,8 @@ use store::{Campaign, Presence, PresenceFilter, Write};
 use topics::events::DomainEvent;
 use topics::{Broadcast, Command, Delivery, Push, Refusal, ReplyBody, ReplyStatus, Transform};
 
+use crate::prices::{PriceMissing, Quote};
+
 /// What a command needs loaded from the store before it can be decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needs {
@@ -18,6 +20,9 @@ pub struct Needs {
     /// The id a client's idempotency key stores the command's outcome under: a command whose
     /// key was used before is answered from that outcome, not decided.
     pub alias: Option<String>,
+    /// The currency whose gold and silver prices the command needs from the price feed (the
+    /// client gave none).
+    pub prices: Option<String>,
 }
 
 /// The state a decision is made on.
@@ -29,6 +34,9 @@ pub struct View {
     pub new_campaign_id: Option<String>,
     /// The presences asked for in [`Needs::presence`].
     pub presences: Vec<Presence>,
+    /// The price feed's answer for [`Needs::prices`]: its quote, or why there is none.
+    /// `None` when no prices were asked for.
+    pub prices: Option<Result<Quote, PriceMissing>>,
     /// The processing time (RFC 3339, UTC), for timestamps in the effects.
     pub now: String,
 }
