@@ -80,7 +80,7 @@ pub enum PriceMissing {
     #[error("the price feed has no price in {0}")]
     NotQuoted(String),
     /// The call failed (unreachable, timed out, an error status, an unreadable answer).
-    #[error("the price feed did not answer; give the prices or retry later")]
+    #[error("the price feed failed; give the prices or retry later")]
     FeedFailed,
     /// The breaker is open: the feed failed repeatedly and is not called until its cool-down
     /// ends.

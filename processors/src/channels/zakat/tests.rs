@@ -134,7 +134,7 @@ fn a_failing_or_open_feed_is_refused_as_unavailable() {
             ReplyStatus::Error,
             json!({
                 "reason": "price feed unavailable",
-                "detail": "the price feed did not answer; give the prices or retry later",
+                "detail": "the price feed failed; give the prices or retry later",
             })
         )
     );
