@@ -55,11 +55,11 @@ async fn prices_come_from_the_feed_and_its_breaker_opens_probes_and_closes() {
             "--price-feed-url",
             &url,
             "--price-feed-timeout",
-            "2s",
+            "3s",
             "--price-feed-failure-threshold",
             "2",
             "--price-feed-cool-down",
-            "2s",
+            "3s",
             "--channel-rate-limit",
             "0",
         ],
@@ -147,7 +147,7 @@ async fn prices_come_from_the_feed_and_its_breaker_opens_probes_and_closes() {
     assert_eq!(feed_calls(&metrics(&server).await, "rejected"), 1);
 
     // After the cool-down one probe goes out; it fails, so the breaker opens again.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     feed.set(FeedMode::Fail);
     assert_unavailable(&nisab(&mut user, &jr, "USD").await, "failed;");
     assert_eq!(feed.calls(), 6);
@@ -157,7 +157,7 @@ async fn prices_come_from_the_feed_and_its_breaker_opens_probes_and_closes() {
 
     // After the next cool-down the probe is out (half-open, in the metrics) while the feed
     // holds it; the feed comes back, the probe succeeds and the breaker closes.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     feed.set(FeedMode::Hang);
     let probe = user
         .send(
@@ -167,7 +167,8 @@ async fn prices_come_from_the_feed_and_its_breaker_opens_probes_and_closes() {
             json!({"currency": "USD"}),
         )
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    // Well within the feed timeout, after which the held probe would fail.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
         if breaker_state(&metrics(&server).await) == Some("half_open") && feed.calls() == 7 {
             break;

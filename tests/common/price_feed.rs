@@ -36,6 +36,7 @@ struct Shared {
 
 /// The running feed; stops when dropped.
 pub struct TestFeed {
+    /// Where it listens.
     pub addr: SocketAddr,
     mode: watch::Sender<FeedMode>,
     calls: Arc<AtomicUsize>,
