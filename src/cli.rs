@@ -9,6 +9,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use connector::{ConnectorConfig, JwtSecret};
 use eventlog::{KafkaConfig, TopicPlacement};
+use processors::{FeedUrl, PriceFeedConfig};
 use store::{Consistency, ScyllaConfig};
 
 /// The secret `fawkes dev` uses when none is configured. Never for production.
@@ -234,12 +235,22 @@ pub struct DevArgs {
     /// Do not create the demo campaigns (`fawkes dev` creates them by default).
     #[arg(long, env = "FAWKES_NO_SEED", value_parser = BoolishValueParser::new())]
     pub no_seed: bool,
+    /// The price feed of the zakat channel.
+    #[command(flatten)]
+    pub prices: PriceFeedArgs,
 }
 
 impl DevArgs {
     /// Every problem with these settings, so all can be fixed at once.
     pub fn problems(&self) -> Vec<String> {
-        self.socket.problems()
+        let mut problems = self.socket.problems();
+        problems.extend(self.prices.problems());
+        if self.prices.timeout >= self.socket.reply_timeout {
+            // The client would be answered `unavailable` before the feed is given up on.
+            problems
+                .push("FAWKES_PRICE_FEED_TIMEOUT must be under FAWKES_REPLY_TIMEOUT".to_owned());
+        }
+        problems
     }
 
     /// Whether to create the demo campaigns: yes unless `--no-seed`.
@@ -253,6 +264,68 @@ impl DevArgs {
             Some(secret) => (JwtSecret::new(secret.clone()), false),
             None => (JwtSecret::new(DEV_JWT_SECRET), true),
         }
+    }
+}
+
+/// The gold and silver price feed `calculate_nisab` and `calculate_zakat` ask when a client
+/// gives no prices (docs/PRICE_FEED.md), and its circuit breaker; shared by `dev` and
+/// `processor`.
+#[derive(Debug, Clone, Args)]
+pub struct PriceFeedArgs {
+    /// URL of the feed, `http://host[:port][/path][?query]`; `currency=<code>` is added to the
+    /// query. Unset: no feed, and a calculation without prices is refused as invalid.
+    #[arg(long = "price-feed-url", env = "FAWKES_PRICE_FEED_URL")]
+    pub url: Option<String>,
+    /// Longest one call to the feed may take, connecting included, e.g. 2s or 500ms. The
+    /// command's partition waits for it.
+    #[arg(long = "price-feed-timeout", env = "FAWKES_PRICE_FEED_TIMEOUT", default_value = "2s", value_parser = parse_ttl)]
+    pub timeout: Duration,
+    /// Failed calls in a row that open the circuit breaker: then the feed is not called, and
+    /// calculations needing it are answered `price feed unavailable` at once.
+    #[arg(
+        long = "price-feed-failure-threshold",
+        env = "FAWKES_PRICE_FEED_FAILURE_THRESHOLD",
+        default_value_t = 5
+    )]
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses calls before it lets one probe through, e.g. 30s.
+    #[arg(long = "price-feed-cool-down", env = "FAWKES_PRICE_FEED_COOL_DOWN", default_value = "30s", value_parser = parse_ttl)]
+    pub cool_down: Duration,
+}
+
+impl PriceFeedArgs {
+    /// Every problem with these settings.
+    pub fn problems(&self) -> Vec<String> {
+        self.config().err().unwrap_or_default()
+    }
+
+    /// The processors' price feed settings, or every problem with them.
+    pub fn config(&self) -> Result<PriceFeedConfig, Vec<String>> {
+        let mut problems = Vec::new();
+        let url = match self.url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => FeedUrl::parse(url)
+                .map_err(|e| problems.push(format!("FAWKES_PRICE_FEED_URL: {e}")))
+                .ok(),
+        };
+        if self.timeout.is_zero() {
+            problems.push("FAWKES_PRICE_FEED_TIMEOUT must be above 0".to_owned());
+        }
+        if self.failure_threshold == 0 {
+            problems.push("FAWKES_PRICE_FEED_FAILURE_THRESHOLD must be at least 1".to_owned());
+        }
+        if self.cool_down.is_zero() {
+            problems.push("FAWKES_PRICE_FEED_COOL_DOWN must be above 0".to_owned());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(PriceFeedConfig {
+            url,
+            timeout: self.timeout,
+            failure_threshold: self.failure_threshold,
+            cool_down: self.cool_down,
+        })
     }
 }
 
@@ -357,6 +430,9 @@ pub struct ProcessorArgs {
     /// Off by default: a production store never gets demo data unless asked.
     #[arg(long, env = "FAWKES_SEED", value_parser = BoolishValueParser::new())]
     pub seed: bool,
+    /// The price feed of the zakat channel.
+    #[command(flatten)]
+    pub prices: PriceFeedArgs,
     /// Scylla settings (the store; embedded in `--data-dir` when no nodes are set).
     #[command(flatten)]
     pub scylla: ScyllaArgs,
@@ -461,7 +537,7 @@ pub fn parse_partitions(text: &str) -> Result<Partitions, String> {
     Ok(Partitions(partitions))
 }
 
-/// Parses a lifetime such as `90s`, `15m`, `1h` or `7d`.
+/// Parses a lifetime such as `500ms`, `90s`, `15m`, `1h` or `7d`.
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -471,12 +547,15 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     let number: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a lifetime like 90s, 15m, 1h or 7d"))?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(number));
+    }
     let seconds = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("`{unit}` is not a unit: use s, m, h or d")),
+        _ => return Err(format!("`{unit}` is not a unit: use ms, s, m, h or d")),
     };
     Ok(Duration::from_secs(number.saturating_mul(seconds)))
 }
@@ -491,6 +570,7 @@ mod tests {
         assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(604_800)));
         assert_eq!(parse_ttl("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_ttl("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_ttl("h").is_err());
         assert!(parse_ttl("5y").is_err());
     }
@@ -583,5 +663,55 @@ mod tests {
             panic!("dev")
         };
         assert_eq!(args.problems().len(), 3);
+    }
+
+    #[test]
+    fn the_price_feed_is_off_unless_configured_and_checked_when_it_is() {
+        let dev = |args: &[&str]| match Cli::parse_from(args).command {
+            Some(Command::Dev(args)) => args,
+            other => panic!("dev: {other:?}"),
+        };
+        let off = dev(&["fawkes", "dev", "--price-feed-url", " "]);
+        assert_eq!(off.prices.config().map(|c| c.url), Ok(None));
+        let on = dev(&[
+            "fawkes",
+            "dev",
+            "--price-feed-url",
+            "http://127.0.0.1:9000/prices",
+            "--price-feed-timeout",
+            "500ms",
+            "--price-feed-failure-threshold",
+            "2",
+            "--price-feed-cool-down",
+            "1m",
+        ]);
+        assert!(on.problems().is_empty(), "{:?}", on.problems());
+        let config = on.prices.config().expect("valid");
+        assert_eq!(
+            config.url.map(|u| u.to_string()).as_deref(),
+            Some("http://127.0.0.1:9000/prices")
+        );
+        assert_eq!(config.timeout, Duration::from_millis(500));
+        assert_eq!(config.failure_threshold, 2);
+        assert_eq!(config.cool_down, Duration::from_secs(60));
+        let bad = dev(&[
+            "fawkes",
+            "dev",
+            "--price-feed-url",
+            "https://prices.example/",
+            "--price-feed-timeout",
+            "9s",
+            "--price-feed-failure-threshold",
+            "0",
+            "--price-feed-cool-down",
+            "0s",
+        ]);
+        let problems = bad.problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].contains("not an http:// URL"), "{problems:?}");
+        assert!(
+            problems[3].contains("under FAWKES_REPLY_TIMEOUT"),
+            "{problems:?}"
+        );
     }
 }

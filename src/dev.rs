@@ -43,6 +43,10 @@ pub async fn run(
     let registry = prometheus::Registry::new();
     let runner_config = RunnerConfig {
         lease: args.socket.presence_lease,
+        prices: args
+            .prices
+            .config()
+            .map_err(|p| anyhow::anyhow!(p.join("; ")))?,
         ..RunnerConfig::default()
     };
     let mut runner = tokio::spawn(processors::run(

@@ -69,12 +69,17 @@ pub async fn processor(
     if args.partition_queue == 0 {
         problems.push("FAWKES_PARTITION_QUEUE must be at least 1".to_owned());
     }
+    let prices = args.prices.config();
+    if let Err(price_problems) = &prices {
+        problems.extend(price_problems.iter().cloned());
+    }
     let kafka = args.kafka.config(&crate::unique_id("processor"));
     if let Err(problem) = &kafka {
         problems.push(problem.clone());
     }
     bail_on(problems)?;
     let kafka = kafka.map_err(anyhow::Error::msg)?;
+    let prices = prices.map_err(|p| anyhow::anyhow!(p.join("; ")))?;
     check_retention(&kafka).await;
     let log = kafka_log(kafka)?;
     let store: Arc<dyn store::Store> = match args.scylla.config() {
@@ -144,6 +149,7 @@ pub async fn processor(
         partition_queue: args.partition_queue,
         partitions: args.partitions.clone().map(|p| p.0),
         lease: args.presence_lease,
+        prices,
         ..RunnerConfig::default()
     };
     let ran = processors::run(config, log, store, metrics, shutdown.clone()).await;

@@ -6,6 +6,8 @@ use store::{Campaign, Document, Presence, PresenceFilter, Write};
 use topics::events::DomainEvent;
 use topics::{Broadcast, Command, Delivery, Push, Refusal, ReplyBody, ReplyStatus, Transform};
 
+use crate::prices::{PriceMissing, Quote};
+
 /// What a command needs loaded from the store before it can be decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needs {
@@ -20,6 +22,9 @@ pub struct Needs {
     pub alias: Option<String>,
     /// The document with this (kind, id).
     pub document: Option<(String, String)>,
+    /// The currency whose gold and silver prices the command needs from the price feed (the
+    /// client gave none).
+    pub prices: Option<String>,
 }
 
 /// The state a decision is made on.
@@ -33,6 +38,9 @@ pub struct View {
     pub presences: Vec<Presence>,
     /// The document asked for in [`Needs::document`], if it exists.
     pub document: Option<Document>,
+    /// The price feed's answer for [`Needs::prices`]: its quote, or why there is none.
+    /// `None` when no prices were asked for.
+    pub prices: Option<Result<Quote, PriceMissing>>,
     /// The processing time (RFC 3339, UTC), for timestamps in the effects.
     pub now: String,
 }

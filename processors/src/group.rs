@@ -34,6 +34,7 @@ use topics::{Command, RecordError, Refusal};
 
 use crate::decision::{Decision, Outcome, View};
 use crate::metrics::ProcessorMetrics;
+use crate::prices::PriceFeed;
 use crate::{decide, needs};
 
 /// Most commands decided and stored together.
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) retry_max: Duration,
     /// Commands queued per partition before the runner stops reading.
     pub(crate) partition_queue: usize,
+    /// The price feed, asked while loading the views of commands that need prices.
+    pub(crate) prices: PriceFeed,
 }
 
 /// The queue and task of one partition's worker.
@@ -216,7 +219,7 @@ async fn retry(
 ) -> Result<Option<Pending>, AttemptError> {
     let mut delay = shared.retry_initial;
     loop {
-        match process(&*shared.log, &*shared.store, commands).await {
+        match process(&*shared.log, &*shared.store, &shared.prices, commands).await {
             Ok((results, pending)) => {
                 let seconds = started.elapsed().as_secs_f64();
                 for result in results {
@@ -407,6 +410,7 @@ impl Group {
 async fn process(
     log: &dyn Log,
     store: &dyn Store,
+    prices: &PriceFeed,
     commands: &[(Command, &Record)],
 ) -> Result<(Vec<&'static str>, Pending), AttemptError> {
     let ids: Vec<&str> = commands.iter().map(|(c, _)| c.id.as_str()).collect();
@@ -473,11 +477,17 @@ async fn process(
             },
             None => None,
         };
+        // An outside call, bounded by the feed's timeout and skipped while its breaker is open.
+        let prices = match &needs.prices {
+            Some(currency) => Some(prices.quote(currency).await),
+            None => None,
+        };
         let view = View {
             campaign,
             new_campaign_id,
             presences,
             document,
+            prices,
             now: topics::timestamp::now(),
         };
         let decision = decide(command, &view);

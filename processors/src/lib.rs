@@ -10,6 +10,8 @@
 //! - `channels/`: one module per channel family (campaigns, admin, zakat, collab, presence)
 //!   and the join rules of every topic (`access`).
 //! - `money`: exact decimal amounts: parsing, validation, formatting.
+//! - `prices/`: the outside gold and silver price feed behind a circuit breaker (the pure
+//!   `breaker`, the HTTP `feed`), asked while views are loaded.
 //! - `leases/`: expiring the presences of connectors that stopped heart-beating: the pure
 //!   lease book (`book`) and the sweep that reads heartbeats and appends expiries (`sweep`).
 //! - `group`: group commit, a partition's worker: the queued commands decided in order and
@@ -17,7 +19,8 @@
 //! - `dashboard/`: `dashboard:live`'s `metrics_batch`, folded from the domain events and
 //!   heartbeats (`fold`, pure) by the owner of its command partition.
 //! - `runner`: the IO shell: consume, hand each partition's commands to its worker, commit.
-//! - `metrics`: [`ProcessorMetrics`], the Prometheus metrics of the runner.
+//! - `metrics`: [`ProcessorMetrics`], the Prometheus metrics of the runner (and
+//!   [`PriceFeedMetrics`], those of the price feed).
 
 mod channels;
 mod dashboard;
@@ -26,11 +29,13 @@ mod group;
 mod leases;
 mod metrics;
 mod money;
+mod prices;
 mod runner;
 #[cfg(test)]
 mod testing;
 
 pub use channels::{decide, needs};
 pub use decision::{Decision, Needs, NewBroadcast, Outcome, View};
-pub use metrics::ProcessorMetrics;
+pub use metrics::{PriceFeedMetrics, ProcessorMetrics};
+pub use prices::{FeedUrl, FeedUrlError, PriceFeedConfig, PriceMissing, Quote};
 pub use runner::{run, RunnerConfig, RunnerError};

@@ -1,7 +1,9 @@
 //! Prometheus metrics of the processors. Every metric is listed in `docs/METRICS.md`.
 
 use eventlog::LogHealth;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// The processors' metrics.
 #[derive(Debug, Clone)]
@@ -21,6 +23,8 @@ pub struct ProcessorMetrics {
     /// Whether the log answers (`fawkes_log_errors_total`, `fawkes_log_up`): what
     /// `fawkes processor`'s `/readyz` reports.
     pub log: LogHealth,
+    /// The price feed's breaker and calls.
+    pub price_feed: PriceFeedMetrics,
 }
 
 impl ProcessorMetrics {
@@ -63,6 +67,7 @@ impl ProcessorMetrics {
             )
             .unwrap_or_else(|_| unreachable!("valid metric")),
             log: LogHealth::new(registry, "processor"),
+            price_feed: PriceFeedMetrics::new(registry),
         };
         // Registering fails only for names already in this registry; a process runs one
         // runner per registry.
@@ -73,5 +78,84 @@ impl ProcessorMetrics {
         let _ = registry.register(Box::new(metrics.partitions.clone()));
         let _ = registry.register(Box::new(metrics.expiries.clone()));
         metrics
+    }
+}
+
+/// The price feed's metrics: the state of its circuit breaker and its calls by result.
+#[derive(Debug, Clone)]
+pub struct PriceFeedMetrics {
+    /// 1 for the breaker's current state (`closed`, `open`, `half_open`), 0 for the others;
+    /// no series when no feed is configured.
+    pub breaker_state: IntGaugeVec,
+    /// Calls, by result: `ok`, `not_quoted` (the feed has no price in that currency),
+    /// `error`, `timeout`, and `rejected` (refused by the open breaker: the feed was not
+    /// called).
+    pub calls: IntCounterVec,
+}
+
+impl PriceFeedMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let metrics = Self {
+            breaker_state: IntGaugeVec::new(
+                Opts::new(
+                    "fawkes_price_feed_breaker_state",
+                    "1 for the price feed breaker's current state, 0 for the others.",
+                ),
+                &["state"],
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric")),
+            calls: IntCounterVec::new(
+                Opts::new(
+                    "fawkes_price_feed_calls_total",
+                    "Price feed calls, by result (rejected: refused by the open breaker).",
+                ),
+                &["result"],
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric")),
+        };
+        // As above: only a name already in this registry fails.
+        let _ = registry.register(Box::new(metrics.breaker_state.clone()));
+        let _ = registry.register(Box::new(metrics.calls.clone()));
+        metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every processor metric is in docs/METRICS.md's processor table, so the document cannot
+    /// fall behind the code.
+    #[test]
+    fn every_metric_is_documented() {
+        let registry = Registry::new();
+        let metrics = ProcessorMetrics::new(&registry);
+        // Vectors show up only once they have a series.
+        metrics.commands.with_label_values(&["applied"]).inc();
+        metrics.price_feed.calls.with_label_values(&["ok"]).inc();
+        metrics
+            .price_feed
+            .breaker_state
+            .with_label_values(&["closed"])
+            .set(1);
+        metrics.log.failed("ping", &eventlog::LogError::Closed);
+        let docs = include_str!("../../docs/METRICS.md");
+        let processors = docs
+            .split("## Processors")
+            .nth(1)
+            .expect("a processors section");
+        let names: Vec<String> = registry
+            .gather()
+            .iter()
+            .map(|family| family.name().to_owned())
+            .collect();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            assert!(
+                processors.contains(&format!("| `{name}` |")),
+                "{name} is not in docs/METRICS.md"
+            );
+        }
     }
 }

@@ -33,6 +33,7 @@ use topics::names::COMMANDS;
 use crate::group::{spawn_worker, Shared, Worker};
 use crate::leases;
 use crate::metrics::ProcessorMetrics;
+use crate::prices::{PriceFeed, PriceFeedConfig};
 
 /// Processor runner settings.
 #[derive(Debug, Clone)]
@@ -51,6 +52,9 @@ pub struct RunnerConfig {
     /// Lease of a connector never heard from since this processor started (heartbeats carry
     /// their connector's own lease): its presences expire after this long.
     pub lease: Duration,
+    /// The price feed `calculate_nisab` and `calculate_zakat` ask when a client gives no
+    /// prices (none by default), and its circuit breaker.
+    pub prices: PriceFeedConfig,
 }
 
 impl Default for RunnerConfig {
@@ -62,6 +66,7 @@ impl Default for RunnerConfig {
             partition_queue: 256,
             partitions: None,
             lease: Duration::from_secs(10),
+            prices: PriceFeedConfig::default(),
         }
     }
 }
@@ -122,9 +127,11 @@ pub async fn run(
         metrics.log.clone(),
         parts_stop.clone(),
     ));
+    let prices = PriceFeed::new(&config.prices, metrics.price_feed.clone());
     let shared = Arc::new(Shared {
         log,
         store,
+        prices,
         metrics,
         shutdown: shutdown.clone(),
         retry_initial: config.retry_initial,

@@ -39,11 +39,14 @@ pub enum Refusal {
     /// The command could not be processed and was set aside for an operator (the dead-letter
     /// topic): sending the same request again fails the same way.
     Failed,
+    /// The command needs prices from the outside price feed (the client gave none), and the
+    /// feed failed or its circuit breaker is open. Retryable: later, or at once with prices.
+    PriceFeedUnavailable,
 }
 
 impl Refusal {
     /// Every refusal, for the catalog check and for documentation.
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 14] = [
         Refusal::UnmatchedTopic,
         Refusal::Unauthorized,
         Refusal::NotFound,
@@ -57,6 +60,7 @@ impl Refusal {
         Refusal::CampaignIdUnavailable,
         Refusal::Unavailable,
         Refusal::Failed,
+        Refusal::PriceFeedUnavailable,
     ];
 
     /// The reason as the client reads it (also the log line's and metric label's word).
@@ -75,6 +79,7 @@ impl Refusal {
             Refusal::CampaignIdUnavailable => "campaign id unavailable",
             Refusal::Unavailable => "unavailable",
             Refusal::Failed => "command failed",
+            Refusal::PriceFeedUnavailable => "price feed unavailable",
         }
     }
 

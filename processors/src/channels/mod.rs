@@ -4,7 +4,7 @@
 //! - [`access`]: who may join which topic.
 //! - [`campaign`]: `donations:campaign:<id>`: state, donations, goals, milestones.
 //! - [`admin`]: `admin:<x>`: campaign creation.
-//! - [`zakat`]: `zakat:user:<id>`: nisab calculation.
+//! - [`zakat`]: `zakat:user:<id>`: nisab and zakat calculations.
 //! - [`collab`]: `collab:document:<id>`: cursors and typing, as presence updates.
 //! - [`imports`]: `imports:user:<id>`: batch imports, split into derived commands.
 //! - [`presence`]: presence tracking on the topics that have it.
@@ -56,6 +56,11 @@ pub fn needs(command: &Command) -> Needs {
                 ..Needs::default()
             }
         }
+        (Route::Zakat(_), CommandKind::Event { event, payload }) => Needs {
+            presence,
+            prices: zakat::prices_needed(event, payload),
+            ..Needs::default()
+        },
         (Route::Admin(_), CommandKind::Event { event, .. }) if event == "create_campaign" => {
             Needs {
                 new_campaign_id: true,
@@ -84,7 +89,7 @@ pub fn decide(command: &Command, view: &View) -> Decision {
         CommandKind::Event { event, payload } => match route {
             Route::Campaign(_) => campaign::handle_in(event, payload, command, view),
             Route::Admin(_) => admin::handle_in(event, payload, command, view),
-            Route::Zakat(_) => zakat::handle_in(event, payload),
+            Route::Zakat(user) => zakat::handle_in(event, payload, &user, command, view),
             Route::CollabDocument(_) => collab::handle_in(event, payload, command, view),
             Route::UserScoped {
                 family: IMPORTS,

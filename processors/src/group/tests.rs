@@ -34,7 +34,9 @@ async fn group_of(log: &dyn Log, store: &dyn Store, commands: &[Command], first:
         .map(|(c, offset)| record(c, offset))
         .collect();
     let group: Vec<(Command, &Record)> = commands.iter().cloned().zip(records.iter()).collect();
-    let (_, pending) = process(log, store, &group).await.expect("processed");
+    let (_, pending) = process(log, store, &PriceFeed::none(), &group)
+        .await
+        .expect("processed");
     pending.await.expect("sent");
 }
 
@@ -102,7 +104,7 @@ async fn a_command_under_the_fence_is_answered_not_applied() {
     // stored under this id, so it is a lost outcome, not a second donation.
     let records = [record(&again, 12)];
     let group = [(again, &records[0])];
-    let result = process(&*log, &store, &group).await;
+    let result = process(&*log, &store, &PriceFeed::none(), &group).await;
     assert!(matches!(result, Err(AttemptError::LostOutcome(_))));
     let campaign = store.campaign("1").await.expect("read").expect("exists");
     assert_eq!(campaign.donation_count, 1);
@@ -161,7 +163,9 @@ async fn a_command_under_the_fence_that_wrote_no_campaign_is_decided_again() {
     );
     let records = [record(&join, 0)];
     let group = [(join, &records[0])];
-    let (results, pending) = process(&*log, &store, &group).await.expect("decided");
+    let (results, pending) = process(&*log, &store, &PriceFeed::none(), &group)
+        .await
+        .expect("decided");
     pending.await.expect("sent");
     assert_eq!(results, ["applied"], "its presence is tracked");
     let campaign = store.campaign("1").await.expect("read").expect("exists");
