@@ -88,6 +88,9 @@ pub struct Decision {
     /// appended to the command topic after the writes, with ids derived from this command's
     /// so every re-emission of the outcome names the same commands.
     pub commands: Vec<Command>,
+    /// Jobs to run beside the command partitions (derived commands put on the jobs topic,
+    /// with ids derived from this command's); each answers with a derived command.
+    pub jobs: Vec<Command>,
 }
 
 impl Decision {
@@ -148,6 +151,7 @@ impl Decision {
             broadcasts,
             domain_events: self.domain_events.clone(),
             commands: self.commands.clone(),
+            jobs: self.jobs.clone(),
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct Outcome {
     /// The derived commands, re-sent with the rest: their ids make them count once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<Command>,
+    /// The jobs, re-sent with the rest: a job's result names it, so it counts once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<Command>,
 }
 
 impl Outcome {
@@ -183,6 +190,7 @@ impl Outcome {
             broadcasts: Vec::new(),
             domain_events: Vec::new(),
             commands: Vec::new(),
+            jobs: Vec::new(),
         }
     }
 }

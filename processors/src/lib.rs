@@ -18,6 +18,8 @@
 //!   stored with one write per campaign, their outcomes emitted in one round.
 //! - `dashboard/`: `dashboard:live`'s `metrics_batch`, folded from the domain events and
 //!   heartbeats (`fold`, pure) by the owner of its command partition.
+//! - `jobs`: work done beside the command partitions (a `complex_calculation`), read from
+//!   the jobs topic, its result put back on the command topic.
 //! - `runner`: the IO shell: consume, hand each partition's commands to its worker, commit.
 //! - `metrics`: [`ProcessorMetrics`], the Prometheus metrics of the runner (and
 //!   [`PriceFeedMetrics`], those of the price feed).
@@ -26,6 +28,7 @@ mod channels;
 mod dashboard;
 mod decision;
 mod group;
+mod jobs;
 mod leases;
 mod metrics;
 mod money;

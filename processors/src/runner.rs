@@ -138,6 +138,11 @@ pub async fn run(
         retry_max: config.retry_max,
         partition_queue: config.partition_queue,
     });
+    let jobs = tokio::spawn(crate::jobs::run(
+        shared.clone(),
+        format!("{}.jobs", config.group),
+        parts_stop.clone(),
+    ));
     // Bounded: at most one completion per queued command is ever outstanding.
     let (done_tx, mut done_rx) = mpsc::channel::<Record>(1024);
     let mut workers: HashMap<u32, Worker> = HashMap::new();
@@ -155,7 +160,7 @@ pub async fn run(
                 shared.metrics.partitions.set(i64::try_from(assigned.len()).unwrap_or(i64::MAX));
                 *owned.write().unwrap_or_else(PoisonError::into_inner) = assigned;
                 // Every part runs until shutdown: one that ended panicked.
-                if let Some(part) = ended(&[("lease sweeper", &sweeper), ("log probe", &probe), ("dashboard", &dashboard)], &workers) {
+                if let Some(part) = ended(&[("lease sweeper", &sweeper), ("log probe", &probe), ("dashboard", &dashboard), ("job runner", &jobs)], &workers) {
                     break Err(RunnerError::TaskEnded(part));
                 }
             }
@@ -246,7 +251,7 @@ pub async fn run(
     // deadline to finish (their offsets stay uncommitted and are redone if needed), the
     // commands finished by then are committed, and the rest is abandoned.
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
-    for task in [sweeper, probe, dashboard] {
+    for task in [sweeper, probe, dashboard, jobs] {
         stop_by(deadline, task).await;
     }
     let mut finishing = Vec::new();

@@ -87,14 +87,26 @@ pub const HEARTBEATS: TopicSpec = TopicSpec {
     retention_ms: HOUR_MS,
 };
 
+/// Work a processor runs beside its command partitions, so a slow job (a
+/// `complex_calculation`) never holds up the commands behind it: derived commands keyed by
+/// channel topic, shared by the processors through a consumer group; a job's position is
+/// committed once its result is on the command topic, so a job cut short runs again.
+pub const JOBS: TopicSpec = TopicSpec {
+    name: "fawkes.jobs",
+    partitions: 8,
+    // As long as commands: a job waits out an outage of the processors like they do.
+    retention_ms: 7 * DAY_MS,
+};
+
 /// Every topic Fawkes uses.
-pub const ALL: [TopicSpec; 6] = [
+pub const ALL: [TopicSpec; 7] = [
     COMMANDS,
     DELIVERIES,
     BROADCASTS,
     EVENTS,
     DEAD_LETTERS,
     HEARTBEATS,
+    JOBS,
 ];
 
 /// The partition a key maps to: FNV-1a over the key bytes, modulo the partition count.

@@ -59,6 +59,11 @@ pub fn needs(command: &Command) -> Needs {
         (Route::Zakat(_), CommandKind::Event { event, payload }) => Needs {
             presence,
             prices: zakat::prices_needed(event, payload),
+            document: zakat::complex::document_needed(event, payload),
+            ..Needs::default()
+        },
+        (Route::Zakat(_), CommandKind::Derived { event, payload }) => Needs {
+            document: zakat::complex::document_needed(event, payload),
             ..Needs::default()
         },
         (Route::Admin(_), CommandKind::Event { event, .. }) if event == "create_campaign" => {
@@ -104,6 +109,9 @@ pub fn decide(command: &Command, view: &View) -> Decision {
             Route::UserScoped {
                 family: IMPORTS, ..
             } if event == imports::ROW_DONE => imports::row_done(payload, view),
+            Route::Zakat(user) if event == zakat::complex::DONE => {
+                zakat::complex::done(payload, &user, view)
+            }
             _ => Decision::default(),
         },
     }

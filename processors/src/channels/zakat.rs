@@ -128,6 +128,8 @@ pub(crate) fn handle_in(
     match event {
         "calculate_nisab" => calculate_nisab(payload, view),
         "calculate_zakat" => calculate_zakat(payload, user_id, command, view),
+        "complex_calculation" => complex::start(payload, user_id, command, view),
+        "calculation_status" => complex::status(user_id, view),
         _ => Decision::refuse(Refusal::UnknownEvent),
     }
 }
@@ -438,5 +440,6 @@ fn add_error(errors: &mut Map<String, Value>, field: &str, message: String) {
     }
 }
 
+pub(crate) mod complex;
 #[cfg(test)]
 mod tests;

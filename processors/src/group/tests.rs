@@ -1,8 +1,9 @@
 use super::*;
 use crate::channels::test_support::{claims, event};
 use crate::testing::{from_start, next, seeded};
+use bytes::Bytes;
 use serde_json::json;
-use topics::names::COMMANDS;
+use topics::names::{BROADCASTS, COMMANDS, DELIVERIES};
 use topics::{Broadcast, Delivery};
 
 /// The record `command` would be read as, at `offset` of its partition.
