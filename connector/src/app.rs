@@ -35,7 +35,7 @@ pub(crate) struct App {
     /// Fires when the connector starts draining: `/readyz` and new handshakes answer 503,
     /// sessions refuse joins.
     pub(crate) shutdown: CancellationToken,
-    /// Fires at the end of the drain window: every session still open closes now. Each
+    /// Fires with the drain's last batch: every session still open closes now. Each
     /// session's turn is a child of it, so a socket that was not in the drain's plan (its
     /// upgrade finished after the plan was made) is closed all the same.
     pub(crate) last_call: CancellationToken,

@@ -64,8 +64,9 @@ fn share(count: usize, j: usize, batches: usize) -> usize {
 }
 
 /// Closes the sessions open now in batches spread over `window` from `started`, oldest socket
-/// first, by cancelling each one's turn; at the end of the window, `last_call` closes every
-/// session still open (one that registered after the plan was made).
+/// first, by cancelling each one's turn; with the last batch, `last_call` closes every session
+/// still open (one that registered after the plan was made). With fewer than two sockets there
+/// is nothing to spread: the drain does not wait for the window.
 pub(crate) async fn close_in_batches(
     sessions: &Sessions,
     started: Instant,
@@ -86,7 +87,6 @@ pub(crate) async fn close_in_batches(
             turn.cancel();
         }
     }
-    tokio::time::sleep_until(started + window).await;
     last_call.cancel();
 }
 
