@@ -200,11 +200,24 @@ pub async fn run(
         server.abort();
         return Err(error);
     }
+    shut_down(&app, streams, stop_serving, parts, server).await
+}
+
+/// The shutdown after the signal, all within the drain timeout: the sessions are closed in
+/// batches and waited for (with their leaves), then the log tasks and the HTTP server stop.
+/// What is not done by the deadline is abandoned.
+async fn shut_down(
+    app: &App,
+    streams: CancellationToken,
+    stop_serving: CancellationToken,
+    mut parts: tokio::task::JoinSet<&'static str>,
+    mut server: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Result<(), ConnectorError> {
     let started = tokio::time::Instant::now();
     let deadline = started + app.config.drain_timeout;
     app.metrics.draining.set(1);
     // The tracker is closed so `wait` can end; sockets still being upgraded are tracked all
-    // the same, and closed at the end of the window.
+    // the same, and closed with the last batch.
     app.tracker.close();
     let sessions_closed = async {
         drain::close_in_batches(
@@ -240,14 +253,11 @@ pub async fn run(
         (&mut server).await
     })
     .await;
-    let served = match stopped {
-        Ok(served) => served,
-        Err(_) => {
-            tracing::warn!("connector tasks did not stop by the drain deadline; aborting them");
-            parts.abort_all();
-            server.abort();
-            return Ok(());
-        }
+    let Ok(served) = stopped else {
+        tracing::warn!("connector tasks did not stop by the drain deadline; aborting them");
+        parts.abort_all();
+        server.abort();
+        return Ok(());
     };
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,

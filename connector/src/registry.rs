@@ -35,7 +35,7 @@ pub(crate) struct SessionHandle {
     pub tx: mpsc::Sender<Outbound>,
     /// Cancelled when the session falls too far behind; the task then closes the socket.
     pub overflow: CancellationToken,
-    /// Cancelled when this socket's turn to close comes in a drain (see [`crate::drain`]):
+    /// Cancelled when this socket's turn to close comes in a drain (the plan in drain.rs):
     /// the task then pushes `shutdown_notice` and closes the socket with 1012.
     pub turn: CancellationToken,
     /// Who the socket belongs to.
