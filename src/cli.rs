@@ -138,6 +138,9 @@ pub enum SchemaAction {
     Print,
 }
 
+/// The least part of the drain timeout left after the drain window.
+const DRAIN_AFTER_WINDOW: Duration = Duration::from_secs(2);
+
 /// Socket-serving settings, shared by `dev` and `connector`.
 #[derive(Debug, Clone, Args)]
 pub struct SocketArgs {
@@ -175,6 +178,16 @@ pub struct SocketArgs {
     /// `unavailable` (retry) and a late reply is dropped. At least the append timeout.
     #[arg(long, env = "FAWKES_REPLY_TIMEOUT", default_value = "8s", value_parser = parse_ttl)]
     pub reply_timeout: Duration,
+    /// On a shutdown signal, sockets are closed (1012, after `shutdown_notice`) in batches
+    /// spread over this window, e.g. 5s, so their clients do not all reconnect at once; 0s
+    /// closes them all at once.
+    #[arg(long, env = "FAWKES_DRAIN_WINDOW", default_value = "5s", value_parser = parse_ttl)]
+    pub drain_window: Duration,
+    /// The shutdown's deadline from the signal, e.g. 10s: the drain window, then the last
+    /// sockets' close frames and leaves, then the log tasks. What is not done by then is
+    /// abandoned. At least the drain window plus 2s.
+    #[arg(long, env = "FAWKES_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_ttl)]
+    pub drain_timeout: Duration,
 }
 
 impl SocketArgs {
@@ -199,6 +212,13 @@ impl SocketArgs {
         if self.reply_timeout < self.append_timeout {
             problems.push("FAWKES_REPLY_TIMEOUT must be at least FAWKES_APPEND_TIMEOUT".to_owned());
         }
+        if self.drain_timeout < self.drain_window.saturating_add(DRAIN_AFTER_WINDOW) {
+            problems.push(format!(
+                "FAWKES_DRAIN_TIMEOUT must be at least FAWKES_DRAIN_WINDOW plus {}s (the last \
+                 sockets' close frames and leaves, then the log tasks, need that time)",
+                DRAIN_AFTER_WINDOW.as_secs()
+            ));
+        }
         if !(1..=1000).contains(&self.presence_window_ms) {
             problems.push("FAWKES_PRESENCE_WINDOW_MS must be between 1 and 1000".to_owned());
         }
@@ -219,6 +239,8 @@ impl SocketArgs {
         config.presence_window = Duration::from_millis(self.presence_window_ms);
         config.append_timeout = self.append_timeout;
         config.reply_timeout = self.reply_timeout;
+        config.drain_window = self.drain_window;
+        config.drain_timeout = self.drain_timeout;
         config
     }
 }
@@ -713,5 +735,36 @@ mod tests {
             problems[3].contains("under FAWKES_REPLY_TIMEOUT"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn the_drain_window_and_timeout_are_set_and_checked_together() {
+        let dev = |args: &[&str]| match Cli::parse_from(args).command {
+            Some(Command::Dev(args)) => args,
+            other => panic!("dev: {other:?}"),
+        };
+        let defaults = dev(&["fawkes", "dev"]);
+        assert!(defaults.problems().is_empty(), "{:?}", defaults.problems());
+        let config = defaults
+            .socket
+            .connector_config("c".into(), JwtSecret::new("s"));
+        assert_eq!(config.drain_window, Duration::from_secs(5));
+        assert_eq!(config.drain_timeout, Duration::from_secs(10));
+        let set = dev(&[
+            "fawkes",
+            "dev",
+            "--drain-window",
+            "20s",
+            "--drain-timeout",
+            "30s",
+        ]);
+        assert!(set.problems().is_empty(), "{:?}", set.problems());
+        let config = set.socket.connector_config("c".into(), JwtSecret::new("s"));
+        assert_eq!(config.drain_window, Duration::from_secs(20));
+        assert_eq!(config.drain_timeout, Duration::from_secs(30));
+        let tight = dev(&["fawkes", "dev", "--drain-window", "9s"]);
+        let problems = tight.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("FAWKES_DRAIN_TIMEOUT"), "{problems:?}");
     }
 }

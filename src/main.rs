@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Token(args)) => {
                 println!("{}", fawkes::token::mint(&args)?);
@@ -40,8 +40,15 @@ fn main() -> anyhow::Result<()> {
                 fawkes::distributed::processor(args, listener, shutdown).await
             }
         }
-    })
+    });
+    // The servers have drained within their deadlines; a blocking call still out (a metadata
+    // request to a broker that does not answer) must not hold the exit up past them.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    result
 }
+
+/// How long the exit waits for blocking work still running after the drain.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Binds `addr`, announces it on stdout and arms the shutdown signal handlers.
 async fn bind(

@@ -32,8 +32,13 @@ pub(crate) struct App {
     pub(crate) metrics: Metrics,
     /// The next socket id to hand out.
     pub(crate) next_socket: AtomicU64,
-    /// Fires when the connector starts draining.
+    /// Fires when the connector starts draining: `/readyz` and new handshakes answer 503,
+    /// sessions refuse joins.
     pub(crate) shutdown: CancellationToken,
+    /// Fires with the drain's last batch: every session still open closes now. Each
+    /// session's turn is a child of it, so a socket that was not in the drain's plan (its
+    /// upgrade finished after the plan was made) is closed all the same.
+    pub(crate) last_call: CancellationToken,
     /// Session tasks, so shutdown can wait for them (axum does not track upgraded sockets).
     pub(crate) tracker: TaskTracker,
 }

@@ -19,7 +19,13 @@ pub struct ConnectorConfig {
     pub outbound_queue: usize,
     /// Client events per second allowed on one joined channel (0: unlimited).
     pub channel_rate_limit: u32,
-    /// How long shutdown waits for sockets to close.
+    /// Sockets are closed in batches spread over this window from the shutdown signal (the
+    /// first batch at once, the last at its end), so their clients do not all reconnect in
+    /// the same moment (default 5 s; less than the drain timeout).
+    pub drain_window: Duration,
+    /// The whole shutdown's deadline, from the signal until [`run`](crate::run) returns: the
+    /// drain window, then the last sockets' close frames and leaves, then the log tasks. What
+    /// is not done by then is abandoned, whatever the log does (default 10 s).
     pub drain_timeout: Duration,
     /// The `reconnect_delay` (ms) suggested to clients in `shutdown_notice`.
     pub reconnect_delay_ms: u64,
@@ -48,6 +54,7 @@ impl ConnectorConfig {
             max_frame_bytes: 1024 * 1024,
             outbound_queue: 1024,
             channel_rate_limit: 10,
+            drain_window: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             reconnect_delay_ms: 1000,
             presence_lease: Duration::from_secs(10),

@@ -73,6 +73,7 @@ mod tests {
                 SessionHandle {
                     tx,
                     overflow: CancellationToken::new(),
+                    turn: CancellationToken::new(),
                     claims: Arc::new(claims),
                     vsn: Vsn::V2,
                 },

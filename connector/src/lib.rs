@@ -15,6 +15,7 @@
 //! - `presence`: presence replicas and per-window folding of presence diffs.
 //! - `heartbeat`: the lease that keeps this connector's presences alive.
 //! - `close`: the WebSocket close codes, and when each is sent.
+//! - `drain`: graceful shutdown: the plan of which socket closes when (pure), and its task.
 //! - `websocket/`: the WebSocket transport, the only module that speaks tungstenite: `mod`
 //!   the endpoint, `upgrade` the handshake, `duplex` the socket, `task` the session task.
 //! - `http`: routes: socket, `/api/*`, health, metrics.
@@ -29,6 +30,7 @@ mod app;
 mod auth;
 mod close;
 mod config;
+mod drain;
 mod fanout;
 mod heartbeat;
 mod http;
@@ -40,6 +42,7 @@ mod session;
 mod streams;
 mod websocket;
 
+use std::future::IntoFuture;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -73,8 +76,11 @@ pub enum ConnectorError {
     Serve(#[from] std::io::Error),
 }
 
-/// Serves sockets on `listener` until `shutdown` fires, then drains: every socket is told
-/// `shutdown_notice` and closed with 1012, waiting up to the drain timeout.
+/// Serves sockets on `listener` until `shutdown` fires, then drains within the drain timeout:
+/// `/readyz` and new handshakes answer 503 and joins are refused (retryable), while the sockets
+/// are closed in batches spread over the drain window, each after a `shutdown_notice` on its
+/// channels, with 1012. Commands already read are confirmed on the log (or their wait runs
+/// out) and the closed sockets' leaves appended before the log tasks stop.
 pub async fn run(
     config: ConnectorConfig,
     listener: TcpListener,
@@ -90,6 +96,7 @@ pub async fn run(
         metrics: metrics.clone(),
         next_socket: AtomicU64::new(1),
         shutdown: shutdown.clone(),
+        last_call: CancellationToken::new(),
         tracker: TaskTracker::new(),
         log: log.clone(),
         config,
@@ -154,10 +161,21 @@ pub async fn run(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, http::router(app.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = tokio::select! {
-        served = server => served,
+    // HTTP is served through the drain, so `/readyz` and new handshakes answer 503 (rather
+    // than a refused connection) and `/metrics` shows the drain; it stops after the sessions.
+    let stop_serving = CancellationToken::new();
+    let mut server = tokio::spawn(
+        axum::serve(listener, http::router(app.clone()))
+            .with_graceful_shutdown(stop_serving.clone().cancelled_owned())
+            .into_future(),
+    );
+    let failed = tokio::select! {
+        () = shutdown.cancelled() => None,
+        served = &mut server => Some(match served {
+            // The server runs until `stop_serving`: one that ended is a failure.
+            Ok(Err(error)) => ConnectorError::Serve(error),
+            Ok(Ok(())) | Err(_) => ConnectorError::TaskEnded("http server"),
+        }),
         ended = parts.join_next() => {
             // Every part runs until `streams` is cancelled: one that ended is a bug (a
             // panic); a connector silently missing it must not keep serving.
@@ -169,38 +187,91 @@ pub async fn run(
                 }
                 None => "unknown",
             };
-            tracing::error!(part, "a connector task stopped; shutting down");
-            shutdown.cancel();
-            streams.cancel();
-            parts.abort_all();
-            return Err(ConnectorError::TaskEnded(part));
+            Some(ConnectorError::TaskEnded(part))
         }
     };
+    if let Some(error) = failed {
+        tracing::error!(%error, "shutting down");
+        shutdown.cancel();
+        app.last_call.cancel();
+        streams.cancel();
+        stop_serving.cancel();
+        parts.abort_all();
+        server.abort();
+        return Err(error);
+    }
+    shut_down(&app, streams, stop_serving, parts, server).await
+}
+
+/// The shutdown after the signal, all within the drain timeout: the sessions are closed in
+/// batches and waited for (with their leaves), then the log tasks and the HTTP server stop.
+/// What is not done by the deadline is abandoned.
+async fn shut_down(
+    app: &App,
+    streams: CancellationToken,
+    stop_serving: CancellationToken,
+    mut parts: tokio::task::JoinSet<&'static str>,
+    mut server: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> Result<(), ConnectorError> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + app.config.drain_timeout;
+    app.metrics.draining.set(1);
+    // The tracker is closed so `wait` can end; sockets still being upgraded are tracked all
+    // the same, and closed with the last batch.
     app.tracker.close();
-    if tokio::time::timeout(app.config.drain_timeout, app.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout reached with sockets still open");
+    let sessions_closed = async {
+        drain::close_in_batches(
+            &app.sessions,
+            started,
+            app.config.drain_window,
+            &app.last_call,
+        )
+        .await;
+        // Every session has ended and every leave has been confirmed (or its wait ran out).
+        app.tracker.wait().await;
+    };
+    let cut = deadline
+        .checked_sub(PARTS_GRACE)
+        .map_or(started, |cut| cut.max(started));
+    if tokio::time::timeout_at(cut, sessions_closed).await.is_err() {
+        app.last_call.cancel();
+        tracing::warn!(
+            open = app.metrics.connections.get(),
+            "drain deadline reached with sockets still open or commands not yet confirmed"
+        );
     }
     // Sessions have closed and sent their leaves; stop heart-beating only now, so a drained
     // connector's presences go by their leaves rather than by expiry.
     streams.cancel();
-    if tokio::time::timeout(PARTS_GRACE, async {
-        while parts.join_next().await.is_some() {}
+    stop_serving.cancel();
+    let stopped = tokio::time::timeout_at(deadline, async {
+        while let Some(ended) = parts.join_next().await {
+            if let Err(error) = ended {
+                tracing::error!(%error, "a connector task panicked");
+            }
+        }
+        (&mut server).await
     })
-    .await
-    .is_err()
-    {
-        tracing::warn!("connector tasks did not stop in time; aborting them");
+    .await;
+    let Ok(served) = stopped else {
+        tracing::warn!("connector tasks did not stop by the drain deadline; aborting them");
         parts.abort_all();
+        server.abort();
+        return Ok(());
+    };
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "connector drained"
+    );
+    match served {
+        Ok(served) => served.map_err(ConnectorError::from),
+        Err(_) => Err(ConnectorError::TaskEnded("http server")),
     }
-    served.map_err(ConnectorError::from)
 }
 
-/// How long the log tasks may take to stop after the drain (a heartbeat in flight is
-/// abandoned when the broker does not answer).
-const PARTS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The part of the drain timeout kept for the log tasks to stop after the sessions (a
+/// heartbeat in flight is abandoned when the broker does not answer).
+const PARTS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs `part` and returns its name, so the supervisor can say which one ended.
 async fn named(name: &'static str, part: impl std::future::Future<Output = ()>) -> &'static str {

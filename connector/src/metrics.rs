@@ -10,6 +10,9 @@ pub struct Metrics {
     registry: Registry,
     /// Open sockets.
     pub connections: IntGauge,
+    /// 1 from the shutdown signal until the connector stops: sockets are being closed in
+    /// batches, joins refused, `/readyz` not ready.
+    pub draining: IntGauge,
     /// Sockets accepted since start.
     pub connections_accepted: IntCounter,
     /// Handshakes refused, by reason.
@@ -63,6 +66,12 @@ impl Metrics {
         let connections = IntGauge::new("fawkes_connections", "Open sockets.")
             .unwrap_or_else(|_| unreachable!("valid metric name"));
         let _ = registry.register(Box::new(connections.clone()));
+        let draining = IntGauge::new(
+            "fawkes_draining",
+            "1 while the connector drains for shutdown.",
+        )
+        .unwrap_or_else(|_| unreachable!("valid metric name"));
+        let _ = registry.register(Box::new(draining.clone()));
         let presence_topics = IntGauge::new(
             "fawkes_presence_topics",
             "Topics whose presence this connector holds a replica of.",
@@ -89,6 +98,7 @@ impl Metrics {
                 "Folded presence diffs sent, one per topic per window with changes.",
             ),
             connections,
+            draining,
             connections_accepted: counter(
                 &registry,
                 "fawkes_connections_accepted_total",

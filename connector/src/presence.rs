@@ -283,6 +283,7 @@ mod tests {
         let handle = SessionHandle {
             tx,
             overflow: CancellationToken::new(),
+            turn: CancellationToken::new(),
             claims: Arc::new(Claims::default()),
             vsn: Vsn::V2,
         };

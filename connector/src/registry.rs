@@ -35,6 +35,9 @@ pub(crate) struct SessionHandle {
     pub tx: mpsc::Sender<Outbound>,
     /// Cancelled when the session falls too far behind; the task then closes the socket.
     pub overflow: CancellationToken,
+    /// Cancelled when this socket's turn to close comes in a drain (the plan in drain.rs):
+    /// the task then pushes `shutdown_notice` and closes the socket with 1012.
+    pub turn: CancellationToken,
     /// Who the socket belongs to.
     pub claims: Arc<Claims>,
     /// The serializer the socket speaks.
@@ -86,6 +89,18 @@ impl Sessions {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&socket_id)
             .cloned()
+    }
+
+    /// The turn of every open session, oldest socket first: the order the drain closes them.
+    pub(crate) fn turns(&self) -> Vec<CancellationToken> {
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        let mut turns: Vec<(u64, CancellationToken)> = map
+            .iter()
+            .map(|(id, handle)| (*id, handle.turn.clone()))
+            .collect();
+        drop(map);
+        turns.sort_unstable_by_key(|(id, _)| *id);
+        turns.into_iter().map(|(_, turn)| turn).collect()
     }
 
     /// Every session of `user_id`.
@@ -180,6 +195,7 @@ mod tests {
         let handle = SessionHandle {
             tx,
             overflow: CancellationToken::new(),
+            turn: CancellationToken::new(),
             claims: Arc::new(Claims::default()),
             vsn: Vsn::V2,
         };
@@ -196,6 +212,31 @@ mod tests {
         registry.unsubscribe("t", 1);
         registry.unsubscribe("t", 2);
         assert!(registry.subscribers("t").is_empty());
+    }
+
+    #[test]
+    fn turns_come_oldest_socket_first() {
+        let sessions = Sessions::default();
+        let mut handles = Vec::new();
+        for id in [7, 2, 9, 4] {
+            let (h, rx) = handle(1);
+            sessions.insert(id, h.clone());
+            handles.push((id, h, rx));
+        }
+        sessions.remove(9);
+        let turns = sessions.turns();
+        assert_eq!(turns.len(), 3);
+        // Cancelling the turns in order reaches the sockets by ascending id.
+        for (n, turn) in turns.iter().enumerate() {
+            turn.cancel();
+            let mut cancelled: Vec<u64> = handles
+                .iter()
+                .filter(|(_, h, _)| h.turn.is_cancelled())
+                .map(|(id, _, _)| *id)
+                .collect();
+            cancelled.sort_unstable();
+            assert_eq!(cancelled, [2, 4, 7][..=n].to_vec());
+        }
     }
 
     #[test]

@@ -53,6 +53,11 @@ impl TestServer {
             data_dir.display().to_string(),
             "--jwt-secret".into(),
             SECRET.into(),
+            // Stopping closes the sockets at once rather than over the default 5 s window,
+            // which every test stopping with sockets open would wait out; the spreading is
+            // tested through real processes in tests/drain.rs.
+            "--drain-window".into(),
+            "0s".into(),
         ];
         argv.extend(extra.iter().map(|s| (*s).to_owned()));
         let cli = fawkes::cli::Cli::parse_from(argv);
@@ -152,6 +157,13 @@ pub struct Client {
     pub patience: Duration,
 }
 
+/// What [`Client::next_or_close`] read.
+#[derive(Debug)]
+pub enum Received {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
 /// How a connection attempt ended.
 pub enum Connect {
     Open(Box<Client>),
@@ -222,6 +234,21 @@ impl Client {
         let frame = json!([join_ref, msg_ref, topic, event, payload]);
         self.send_text(&frame.to_string()).await;
         msg_ref
+    }
+
+    /// Sends a message like [`send`](Self::send), on a socket the server may have closed
+    /// meanwhile: `None` when it could not be written.
+    pub async fn try_send(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> Option<String> {
+        let msg_ref = self.make_ref();
+        let frame = json!([join_ref, msg_ref, topic, event, payload]);
+        let sent = self.ws.send(Message::Text(frame.to_string().into())).await;
+        sent.ok().map(|()| msg_ref)
     }
 
     /// Joins `topic` with a join_ref distinct from the message ref; returns (join_ref, reply).
@@ -401,6 +428,29 @@ impl Client {
                 Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The next frame (from the backlog first), or how the socket ended: its close code, `None`
+    /// for a close without one or a connection that just ended. Waits up to `patience`.
+    pub async fn next_or_close(&mut self) -> Received {
+        if !self.backlog.is_empty() {
+            return Received::Frame(self.backlog.remove(0));
+        }
+        loop {
+            let next = tokio::time::timeout(self.patience, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("nothing within {:?}", self.patience));
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return Received::Frame(serde_json::from_str(text.as_str()).expect("json"))
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Received::Closed(frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Received::Closed(None),
             }
         }
     }

@@ -36,12 +36,17 @@ export async function startFawkes(args, env = {}) {
     async stop() {
       await this.kill("SIGTERM");
     },
-    /** Sends `signal` (SIGKILL: a crash) and waits for the process to exit. */
+    /**
+     * Sends `signal` (SIGKILL: a crash; SIGTERM: a drain) and waits for the process to exit;
+     * resolves how it ended, `{code, signal}`.
+     */
     async kill(signal) {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((resolve) => child.once("exit", resolve));
+      if (child.exitCode !== null || child.signalCode !== null) {
+        return { code: child.exitCode, signal: child.signalCode };
+      }
+      const exited = new Promise((resolve) => child.once("exit", (code, sig) => resolve({ code, signal: sig })));
       child.kill(signal);
-      await exited;
+      return exited;
     },
   };
 }

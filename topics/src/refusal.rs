@@ -36,6 +36,10 @@ pub enum Refusal {
     /// unreachable). Not a failure: the command may still have been stored, so the client
     /// retries (safely, with its idempotency key). A join answered so was not made.
     Unavailable,
+    /// A join that reached a connector while it drains for shutdown. Retryable: the socket
+    /// is closed with 1012 shortly, and the client reconnects (to another connector) and
+    /// joins there; phoenix.js retries a refused join by itself meanwhile.
+    ShuttingDown,
     /// The command could not be processed and was set aside for an operator (the dead-letter
     /// topic): sending the same request again fails the same way.
     Failed,
@@ -46,7 +50,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, for the catalog check and for documentation.
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::UnmatchedTopic,
         Refusal::Unauthorized,
         Refusal::NotFound,
@@ -59,6 +63,7 @@ impl Refusal {
         Refusal::NotTracked,
         Refusal::CampaignIdUnavailable,
         Refusal::Unavailable,
+        Refusal::ShuttingDown,
         Refusal::Failed,
         Refusal::PriceFeedUnavailable,
     ];
@@ -78,6 +83,7 @@ impl Refusal {
             Refusal::NotTracked => "not tracked",
             Refusal::CampaignIdUnavailable => "campaign id unavailable",
             Refusal::Unavailable => "unavailable",
+            Refusal::ShuttingDown => "shutting down",
             Refusal::Failed => "command failed",
             Refusal::PriceFeedUnavailable => "price feed unavailable",
         }

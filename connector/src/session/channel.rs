@@ -78,6 +78,17 @@ impl Session {
             Vsn::V2 => msg.join_ref.clone().or_else(|| msg.msg_ref.clone()),
             Vsn::V1 => None,
         };
+        if self.draining {
+            // A duplicate join is refused too, and leaves the channel it would replace as it
+            // is: the socket's close leaves it shortly.
+            out.push(self.refuse(
+                wire_join_ref.as_deref(),
+                msg.msg_ref.as_deref(),
+                &msg.topic,
+                Refusal::ShuttingDown,
+            ));
+            return;
+        }
         let replaced = match self.channels.remove(&msg.topic) {
             Some(old) => {
                 // Duplicate join: the old channel ends now; its phx_close follows the new

@@ -68,6 +68,9 @@ pub(crate) struct Session {
     /// The time of the message being handled; the IO shell passes it in so the state machine
     /// reads no clock.
     now: Instant,
+    /// The connector is draining for shutdown: joins are refused (retryable), so no channel
+    /// starts on a socket about to be closed.
+    draining: bool,
 }
 
 impl Session {
@@ -80,7 +83,14 @@ impl Session {
             next_join: 0,
             rate_limit,
             now: Instant::now(),
+            draining: false,
         }
+    }
+
+    /// The connector started draining: from now on joins are refused with
+    /// [`Refusal::ShuttingDown`]; joined channels carry on until the socket is closed.
+    pub(crate) fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// The serializer this session speaks.

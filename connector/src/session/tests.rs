@@ -535,3 +535,90 @@ fn a_join_not_stored_is_answered_unavailable_undone_and_left() {
     s.not_stored(topic, "9", None, &CommandKind::Leave, &mut out);
     assert!(out.is_empty());
 }
+
+#[test]
+fn a_draining_session_refuses_joins_and_keeps_its_channels() {
+    let campaign = "donations:campaign:1";
+    let mut s = Session::new(Vsn::V2, 0);
+    let join_id = joined(&mut s, campaign, "j1");
+    // A join still waiting for its answer when the drain starts is answered as usual.
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"["j2","2","donations:lobby","phx_join",{}]"#,
+        &mut out,
+    );
+    let Some(Action::Command {
+        join_id: lobby_join,
+        ..
+    }) = out
+        .iter()
+        .find(|a| matches!(a, Action::Command { .. }))
+        .cloned()
+    else {
+        panic!("a join command")
+    };
+    s.drain();
+
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"["j3","3","waqf:public","phx_join",{}]"#,
+        &mut out,
+    );
+    // A duplicate join does not replace the channel it would have.
+    feed(
+        &mut s,
+        &format!(r#"["j4","4","{campaign}","phx_join",{{}}]"#),
+        &mut out,
+    );
+    let refused = json!({"status": "error", "response": {"reason": "shutting down"}});
+    assert_eq!(
+        frames(&out),
+        vec![
+            json!(["j3", "3", "waqf:public", "phx_reply", refused]),
+            json!(["j4", "4", campaign, "phx_reply", refused]),
+        ]
+    );
+    assert!(
+        commands(&out).is_empty(),
+        "nothing reaches the log: {out:?}"
+    );
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Subscribe(_))),
+        "{out:?}"
+    );
+
+    // Joined channels still take pushes, and owed replies are still written.
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        &format!(r#"["j1","5","{campaign}","new_donation",{{"amount":"1"}}]"#),
+        &mut out,
+    );
+    assert_eq!(commands(&out).len(), 1, "{out:?}");
+    let mut out = Vec::new();
+    s.handle_delivery(
+        delivery(campaign, &join_id, Some("5"), ReplyStatus::Ok, json!({})),
+        None,
+        &mut out,
+    );
+    s.handle_delivery(
+        delivery(
+            "donations:lobby",
+            &lobby_join,
+            Some("2"),
+            ReplyStatus::Ok,
+            json!({}),
+        ),
+        None,
+        &mut out,
+    );
+    let written = frames(&out);
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert_eq!(written[0][1], "5");
+    assert_eq!(written[1][1], "2");
+    let mut topics: Vec<&str> = s.joined().map(|(topic, _)| topic).collect();
+    topics.sort_unstable();
+    assert_eq!(topics, vec![campaign, "donations:lobby"]);
+}

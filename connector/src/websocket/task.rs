@@ -63,6 +63,7 @@ pub(super) async fn run(app: Arc<App>, socket: Socket, vsn: Vsn, claims: Claims)
     let handle = SessionHandle {
         tx,
         overflow: CancellationToken::new(),
+        turn: app.last_call.child_token(),
         claims: Arc::new(claims),
         vsn,
     };
@@ -133,9 +134,17 @@ impl SessionTask {
     async fn run(&mut self, rx: &mut mpsc::Receiver<Outbound>) -> Option<Close> {
         let idle = self.app.config.idle_timeout;
         let mut deadline = Instant::now() + idle;
+        let mut draining = false;
         loop {
             tokio::select! {
-                () = self.app.shutdown.cancelled() => {
+                // The drain started: no new channels here, but the socket is served (pushes
+                // taken, owed replies written) until its turn to close, so the connector's
+                // clients do not all reconnect at once.
+                () = self.app.shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    self.session.drain();
+                }
+                () = self.handle.turn.cancelled() => {
                     self.shutdown_notice();
                     return Some(Close::ShuttingDown);
                 }
