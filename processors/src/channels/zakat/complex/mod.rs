@@ -227,3 +227,6 @@ pub(crate) fn document_needed(event: &str, payload: &Value) -> Option<(String, S
         .filter(|_| wanted)?;
     Some((KIND.to_owned(), id.to_owned()))
 }
+
+#[cfg(test)]
+mod tests;
