@@ -54,9 +54,20 @@ pub async fn connector(
     let log = kafka_log(kafka)?;
     let config = args.socket.connector_config(connector_id, secret);
     let metrics = Metrics::new(prometheus::Registry::new());
-    connector::run(config, listener, log, metrics, shutdown)
-        .await
-        .context("the connector failed")
+    let ran = connector::run(config, listener, log.clone(), metrics, shutdown).await;
+    flush(&*log).await;
+    ran.context("the connector failed")
+}
+
+/// How long an exiting process waits for the records it put on their way.
+const FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Flushes the producer before the process exits (what is still queued would be lost), for
+/// at most [`FLUSH_WITHIN`].
+async fn flush(log: &dyn Log) {
+    if let Err(error) = log.flush(FLUSH_WITHIN).await {
+        tracing::warn!(%error, "records still queued at exit may be lost");
+    }
 }
 
 /// Runs a processor on Kafka until `shutdown` fires, serving `/metrics` on `metrics_listener`.
@@ -152,8 +163,9 @@ pub async fn processor(
         prices,
         ..RunnerConfig::default()
     };
-    let ran = processors::run(config, log, store, metrics, shutdown.clone()).await;
+    let ran = processors::run(config, log.clone(), store, metrics, shutdown.clone()).await;
     shutdown.cancel();
+    flush(&*log).await;
     // A scraper holding a connection open must not hold the exit up.
     if tokio::time::timeout(std::time::Duration::from_secs(2), metrics_server)
         .await

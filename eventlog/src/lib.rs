@@ -162,6 +162,15 @@ pub trait Log: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Waits, at most `within`, until every record put on its way has been stored or has
+    /// failed, so a process that exits loses nothing it sent without waiting (heartbeats,
+    /// dashboard batches). A no-op where appends are stored before they return (the embedded
+    /// log).
+    async fn flush(&self, within: std::time::Duration) -> Result<(), LogError> {
+        let _ = within;
+        Ok(())
+    }
+
     /// Starts reading `topic`.
     async fn subscribe(
         &self,

@@ -354,6 +354,14 @@ impl Log for KafkaLog {
         ))
     }
 
+    async fn flush(&self, within: Duration) -> Result<(), LogError> {
+        let producer = self.producer();
+        // librdkafka's flush blocks its thread: not a runtime worker.
+        tokio::task::spawn_blocking(move || producer.flush(within).map_err(kafka))
+            .await
+            .map_err(|_| LogError::Closed)?
+    }
+
     async fn ping(&self) -> Result<(), LogError> {
         let producer = self.producer();
         tokio::task::spawn_blocking(move || {
