@@ -172,13 +172,24 @@ pub enum CommandKind {
     },
 }
 
+/// The Avro enum `CommandKind`: the kind of a command, without its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub(crate) enum WireKind {
+    Join,
+    Event,
+    Leave,
+    Expire,
+    Derived,
+}
+
 #[derive(Serialize, Deserialize)]
 struct CommandWire {
     id: String,
     topic: String,
     socket: SocketWire,
     claims: Claims,
-    kind: String,
+    kind: WireKind,
     event: Option<String>,
     payload_json: String,
     received_at: String,
@@ -192,22 +203,28 @@ impl Command {
             CommandKind::Join {
                 params,
                 presence_known,
-            } => ("JOIN", None, json_text(params), *presence_known),
-            CommandKind::Event { event, payload } => {
-                ("EVENT", Some(event.clone()), json_text(payload), false)
-            }
-            CommandKind::Leave => ("LEAVE", None, "null".to_owned(), false),
-            CommandKind::Expire => ("EXPIRE", None, "null".to_owned(), false),
-            CommandKind::Derived { event, payload } => {
-                ("DERIVED", Some(event.clone()), json_text(payload), false)
-            }
+            } => (WireKind::Join, None, json_text(params), *presence_known),
+            CommandKind::Event { event, payload } => (
+                WireKind::Event,
+                Some(event.clone()),
+                json_text(payload),
+                false,
+            ),
+            CommandKind::Leave => (WireKind::Leave, None, "null".to_owned(), false),
+            CommandKind::Expire => (WireKind::Expire, None, "null".to_owned(), false),
+            CommandKind::Derived { event, payload } => (
+                WireKind::Derived,
+                Some(event.clone()),
+                json_text(payload),
+                false,
+            ),
         };
         let wire = CommandWire {
             id: self.id.clone(),
             topic: self.topic.clone(),
             socket: SocketWire::from(&self.socket),
             claims: self.claims.clone(),
-            kind: kind.to_owned(),
+            kind,
             event,
             payload_json: payload,
             received_at: self.received_at.clone(),
@@ -221,16 +238,21 @@ impl Command {
         let wire: CommandWire =
             avro::decode("Command", bytes).map_err(|e| RecordError::decode("command", e))?;
         let payload = parse_json("command", &wire.payload_json)?;
-        let kind = match (wire.kind.as_str(), wire.event) {
-            ("JOIN", _) => CommandKind::Join {
+        let kind = match (wire.kind, wire.event) {
+            (WireKind::Join, _) => CommandKind::Join {
                 params: payload,
                 presence_known: wire.presence_known,
             },
-            ("EVENT", Some(event)) => CommandKind::Event { event, payload },
-            ("LEAVE", _) => CommandKind::Leave,
-            ("EXPIRE", _) => CommandKind::Expire,
-            ("DERIVED", Some(event)) => CommandKind::Derived { event, payload },
-            (other, _) => return Err(RecordError::decode("command", format!("bad kind {other}"))),
+            (WireKind::Event, Some(event)) => CommandKind::Event { event, payload },
+            (WireKind::Leave, _) => CommandKind::Leave,
+            (WireKind::Expire, _) => CommandKind::Expire,
+            (WireKind::Derived, Some(event)) => CommandKind::Derived { event, payload },
+            (kind @ (WireKind::Event | WireKind::Derived), None) => {
+                return Err(RecordError::decode(
+                    "command",
+                    format!("a {kind:?} command without its event"),
+                ))
+            }
         };
         Ok(Self {
             id: wire.id,
