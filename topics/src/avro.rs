@@ -52,6 +52,11 @@ const SCHEMAS: &[(&str, u32, &str)] = &[
         1,
         include_str!("../schemas/campaign_created.v1.avsc"),
     ),
+    (
+        "DonationModerated",
+        1,
+        include_str!("../schemas/donation_moderated.v1.avsc"),
+    ),
 ];
 
 /// A record could not be encoded or decoded.

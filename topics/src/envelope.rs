@@ -4,9 +4,8 @@
 //!   [`COMMANDS`](crate::names::COMMANDS), keyed by channel topic.
 //! - [`Delivery`]: what goes back to exactly one socket (a reply and the pushes that follow it),
 //!   appended by a processor to [`DELIVERIES`](crate::names::DELIVERIES), keyed by connector id.
-//! - [`Broadcast`]: an event for every subscriber of a channel topic, appended to
-//!   [`BROADCASTS`](crate::names::BROADCASTS), with per-socket [`Transform`]s the connector
-//!   applies at fan-out time.
+//! - broadcasts, events for every subscriber of a channel topic, have a module of their own
+//!   ([`Broadcast`](crate::Broadcast)), with the per-socket shapes the connector applies.
 //!
 //! Records are Avro (see [`crate::avro`]) on both log backends; the open-ended JSON parts
 //! (payloads, params, responses) travel as JSON text inside the Avro record.
@@ -27,7 +26,7 @@ pub struct RecordError {
 }
 
 impl RecordError {
-    fn decode(kind: &'static str, reason: impl std::fmt::Display) -> Self {
+    pub(crate) fn decode(kind: &'static str, reason: impl std::fmt::Display) -> Self {
         Self {
             kind,
             action: "decoded",
@@ -35,7 +34,7 @@ impl RecordError {
         }
     }
 
-    fn encode(kind: &'static str, error: AvroError) -> Self {
+    pub(crate) fn encode(kind: &'static str, error: AvroError) -> Self {
         Self {
             kind,
             action: "encoded",
@@ -44,11 +43,13 @@ impl RecordError {
     }
 }
 
-fn json_text(value: &Value) -> String {
+/// A JSON value as the text carried inside an Avro record.
+pub(crate) fn json_text(value: &Value) -> String {
     value.to_string()
 }
 
-fn parse_json(kind: &'static str, text: &str) -> Result<Value, RecordError> {
+/// Reads the JSON text of an Avro record's field.
+pub(crate) fn parse_json(kind: &'static str, text: &str) -> Result<Value, RecordError> {
     serde_json::from_str(text).map_err(|e| RecordError::decode(kind, e))
 }
 
@@ -428,204 +429,13 @@ impl Heartbeat {
     }
 }
 
-/// Who may see a field that a [`Transform`] hides from everybody else.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Audience {
-    /// Users who may see it.
-    #[serde(default)]
-    pub user_ids: Vec<String>,
-    /// Roles whose holders may see it.
-    #[serde(default)]
-    pub roles: Vec<String>,
-}
-
-impl Audience {
-    /// Whether a socket with these claims belongs to the audience.
-    pub fn admits(&self, claims: &Claims) -> bool {
-        claims
-            .user_id
-            .as_ref()
-            .is_some_and(|id| self.user_ids.contains(id))
-            || claims.roles.iter().any(|role| self.roles.contains(role))
-    }
-}
-
-/// A per-socket change to a broadcast, applied by the connector at fan-out time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Transform {
-    /// Replace the value at `path` with `replacement` for every socket outside `visible_to`.
-    Redact {
-        /// Object keys leading to the field, e.g. `["donation", "donor_name"]`.
-        path: Vec<String>,
-        /// What everybody else sees instead.
-        replacement: Value,
-        /// Who sees the real value.
-        visible_to: Audience,
-    },
-}
-
-impl Transform {
-    /// Whether the transform changes the payload for a socket with `claims`.
-    pub fn applies_to(&self, claims: &Claims) -> bool {
-        match self {
-            Transform::Redact { visible_to, .. } => !visible_to.admits(claims),
-        }
-    }
-
-    /// Applies the transform to `payload` unconditionally.
-    pub fn apply(&self, payload: &mut Value) {
-        match self {
-            Transform::Redact {
-                path, replacement, ..
-            } => {
-                let mut target = payload;
-                for key in path {
-                    match target.get_mut(key) {
-                        Some(next) => target = next,
-                        None => return,
-                    }
-                }
-                *target = replacement.clone();
-            }
-        }
-    }
-}
-
-/// An event for every subscriber of `topic` on every connector.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Broadcast {
-    /// Unique id, derived from the command that caused it so a re-emitted broadcast can be
-    /// recognised and delivered once.
-    pub id: String,
-    /// The channel topic.
-    pub topic: String,
-    /// The event name.
-    pub event: String,
-    /// The payload (a JSON object).
-    pub payload: Value,
-    /// Per-socket transforms, applied in order.
-    #[serde(default)]
-    pub transforms: Vec<Transform>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct BroadcastWire {
-    id: String,
-    topic: String,
-    event: String,
-    payload_json: String,
-    transforms_json: String,
-}
-
-impl Broadcast {
-    /// Encodes this broadcast for the log.
-    pub fn encode(&self) -> Result<Bytes, RecordError> {
-        let transforms = serde_json::to_string(&self.transforms)
-            .map_err(|e| RecordError::encode("broadcast", AvroError::Avro(e.to_string())))?;
-        let wire = BroadcastWire {
-            id: self.id.clone(),
-            topic: self.topic.clone(),
-            event: self.event.clone(),
-            payload_json: json_text(&self.payload),
-            transforms_json: transforms,
-        };
-        avro::encode("Broadcast", &wire).map_err(|e| RecordError::encode("broadcast", e))
-    }
-
-    /// Decodes a broadcast read from the log.
-    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        let wire: BroadcastWire =
-            avro::decode("Broadcast", bytes).map_err(|e| RecordError::decode("broadcast", e))?;
-        Ok(Self {
-            id: wire.id,
-            topic: wire.topic,
-            event: wire.event,
-            payload: parse_json("broadcast", &wire.payload_json)?,
-            transforms: serde_json::from_str(&wire.transforms_json)
-                .map_err(|e| RecordError::decode("broadcast", e))?,
-        })
-    }
-}
-
-impl Broadcast {
-    /// Which transforms apply to a socket with `claims`, as a bit set (bit i = transform i).
-    /// Sockets with the same mask see the same payload, so it is encoded once per mask.
-    pub fn mask_for(&self, claims: &Claims) -> u64 {
-        self.transforms
-            .iter()
-            .take(64)
-            .enumerate()
-            .filter(|(_, t)| t.applies_to(claims))
-            .fold(0, |mask, (i, _)| mask | (1 << i))
-    }
-
-    /// The payload with the transforms in `mask` applied.
-    pub fn payload_with(&self, mask: u64) -> Value {
-        let mut payload = self.payload.clone();
-        for (i, transform) in self.transforms.iter().take(64).enumerate() {
-            if mask & (1 << i) != 0 {
-                transform.apply(&mut payload);
-            }
-        }
-        payload
-    }
-
-    /// The payload as a socket with `claims` may see it, or `None` when no transform changes it.
-    pub fn payload_for(&self, claims: &Claims) -> Option<Value> {
-        let mask = self.mask_for(claims);
-        (mask != 0).then(|| self.payload_with(mask))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn redacting() -> Broadcast {
-        Broadcast {
-            id: "c1:0".into(),
-            topic: "donations:campaign:1".into(),
-            event: "donation_created".into(),
-            payload: json!({"donation": {"donor_name": "Aisha", "amount": "10.00"}}),
-            transforms: vec![Transform::Redact {
-                path: vec!["donation".into(), "donor_name".into()],
-                replacement: json!("Anonymous"),
-                visible_to: Audience {
-                    user_ids: vec!["1".into()],
-                    roles: vec!["admin".into()],
-                },
-            }],
-        }
-    }
-
-    #[test]
-    fn redaction_depends_on_claims() {
-        let b = redacting();
-        let organizer = Claims {
-            user_id: Some("1".into()),
-            ..Claims::default()
-        };
-        let admin = Claims {
-            user_id: Some("9".into()),
-            roles: vec!["admin".into()],
-            name: None,
-        };
-        assert_eq!(b.payload_for(&organizer), None);
-        assert_eq!(b.payload_for(&admin), None);
-        let viewer = b.payload_for(&Claims::default()).expect("redacted");
-        assert_eq!(viewer["donation"]["donor_name"], "Anonymous");
-        assert_eq!(viewer["donation"]["amount"], "10.00");
-    }
-
     #[test]
     fn records_round_trip() {
-        let b = redacting();
-        assert_eq!(
-            Broadcast::decode(&b.encode().expect("encodes")).expect("decodes"),
-            b
-        );
         let c = Command {
             id: "x".into(),
             topic: "t".into(),

@@ -82,6 +82,29 @@ pub struct CampaignCreated {
     pub created_at: String,
 }
 
+/// A moderator changed a donation's status (only changes are recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DonationModerated {
+    /// The command that caused it.
+    pub command_id: String,
+    /// The donation.
+    pub donation_id: String,
+    /// Its campaign.
+    pub campaign_id: String,
+    /// `approved`, `flagged` or `rejected`; a rejected donation left the campaign's total.
+    pub status: String,
+    /// The donation's amount ("12.50").
+    pub amount: String,
+    /// Currency code.
+    pub currency: String,
+    /// The campaign's total after the moderation.
+    pub new_total: String,
+    /// The moderator.
+    pub moderated_by: Option<String>,
+    /// When (RFC 3339).
+    pub moderated_at: String,
+}
+
 /// Any domain event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -94,6 +117,8 @@ pub enum DomainEvent {
     MilestoneReached(MilestoneReached),
     /// See [`CampaignCreated`].
     CampaignCreated(CampaignCreated),
+    /// See [`DonationModerated`].
+    DonationModerated(DonationModerated),
 }
 
 impl DomainEvent {
@@ -104,6 +129,7 @@ impl DomainEvent {
             DomainEvent::GoalUpdated(e) => &e.campaign_id,
             DomainEvent::MilestoneReached(e) => &e.campaign_id,
             DomainEvent::CampaignCreated(e) => &e.campaign_id,
+            DomainEvent::DonationModerated(e) => &e.campaign_id,
         }
     }
 
@@ -114,10 +140,11 @@ impl DomainEvent {
             DomainEvent::GoalUpdated(e) => avro::encode("GoalUpdated", e),
             DomainEvent::MilestoneReached(e) => avro::encode("MilestoneReached", e),
             DomainEvent::CampaignCreated(e) => avro::encode("CampaignCreated", e),
+            DomainEvent::DonationModerated(e) => avro::encode("DonationModerated", e),
         }
     }
 
-    /// Decodes an event of any of the four kinds, written with any known schema version.
+    /// Decodes an event of any of the kinds above, written with any known schema version.
     pub fn decode(bytes: &[u8]) -> Result<Self, AvroError> {
         match avro::record_name(bytes)? {
             "DonationCreated" => avro::decode("DonationCreated", bytes).map(Self::DonationCreated),
@@ -126,6 +153,9 @@ impl DomainEvent {
                 avro::decode("MilestoneReached", bytes).map(Self::MilestoneReached)
             }
             "CampaignCreated" => avro::decode("CampaignCreated", bytes).map(Self::CampaignCreated),
+            "DonationModerated" => {
+                avro::decode("DonationModerated", bytes).map(Self::DonationModerated)
+            }
             other => Err(AvroError::WrongRecord {
                 expected: "a domain event",
                 found: other,
@@ -175,6 +205,17 @@ mod tests {
                 currency: "USD".into(),
                 visibility: "public".into(),
                 created_at: "t".into(),
+            }),
+            DomainEvent::DonationModerated(DonationModerated {
+                command_id: "c".into(),
+                donation_id: "d".into(),
+                campaign_id: "1".into(),
+                status: "rejected".into(),
+                amount: "1.50".into(),
+                currency: "USD".into(),
+                new_total: "1.50".into(),
+                moderated_by: Some("9".into()),
+                moderated_at: "t".into(),
             }),
         ];
         for event in events {

@@ -34,6 +34,8 @@
 //! - [`envelope`]: the records carried on those topics (commands, deliveries, broadcasts,
 //!   heartbeats).
 //! - [`routes`]: which channel topics exist at all (`donations:campaign:<id>`, ...).
+//! - [`broadcast`]: broadcasts and their per-socket shapes (redactions, reveals), with the
+//!   masks the connector encodes one variant per.
 //! - [`refusal`]: the closed catalog of reasons an `error` reply may carry.
 //! - [`avro`]: Avro single-object encoding with schema evolution (`topics/schemas/`).
 //! - [`events`]: domain events for analytics.
@@ -41,6 +43,7 @@
 //! - [`timestamp`]: the one timestamp format on the log and in payloads.
 
 pub mod avro;
+pub mod broadcast;
 pub mod envelope;
 pub mod events;
 pub mod names;
@@ -49,8 +52,9 @@ pub mod refusal;
 pub mod routes;
 pub mod timestamp;
 
+pub use broadcast::{Audience, Broadcast, Transform};
 pub use envelope::{
-    Audience, Broadcast, Claims, Command, CommandKind, Delivery, Heartbeat, Push, RecordError,
-    ReplyBody, ReplyStatus, SocketRef, Transform,
+    Claims, Command, CommandKind, Delivery, Heartbeat, Push, RecordError, ReplyBody, ReplyStatus,
+    SocketRef,
 };
 pub use refusal::Refusal;

@@ -14,7 +14,7 @@ pub enum Refusal {
     UnmatchedTopic,
     /// The topic's rules do not let these claims join it or do this.
     Unauthorized,
-    /// The campaign named by the topic does not exist.
+    /// The campaign named by the topic, or the donation a moderation names, does not exist.
     NotFound,
     /// A socket joining more channels than it may.
     TooManyChannels,
@@ -40,6 +40,11 @@ pub enum Refusal {
     /// is closed with 1012 shortly, and the client reconnects (to another connector) and
     /// joins there; phoenix.js retries a refused join by itself meanwhile.
     ShuttingDown,
+    /// A moderation the moderator's roles do not allow (an admin rejecting, a user without a
+    /// moderator role).
+    InsufficientPermissions,
+    /// Approving or flagging a donation that was rejected: a rejection is final.
+    AlreadyRejected,
     /// The command could not be processed and was set aside for an operator (the dead-letter
     /// topic): sending the same request again fails the same way.
     Failed,
@@ -50,7 +55,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, for the catalog check and for documentation.
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::UnmatchedTopic,
         Refusal::Unauthorized,
         Refusal::NotFound,
@@ -64,6 +69,8 @@ impl Refusal {
         Refusal::CampaignIdUnavailable,
         Refusal::Unavailable,
         Refusal::ShuttingDown,
+        Refusal::InsufficientPermissions,
+        Refusal::AlreadyRejected,
         Refusal::Failed,
         Refusal::PriceFeedUnavailable,
     ];
@@ -84,6 +91,8 @@ impl Refusal {
             Refusal::CampaignIdUnavailable => "campaign id unavailable",
             Refusal::Unavailable => "unavailable",
             Refusal::ShuttingDown => "shutting down",
+            Refusal::InsufficientPermissions => "insufficient permissions",
+            Refusal::AlreadyRejected => "donation already rejected",
             Refusal::Failed => "command failed",
             Refusal::PriceFeedUnavailable => "price feed unavailable",
         }
