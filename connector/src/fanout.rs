@@ -2,7 +2,8 @@
 //!
 //! A broadcast is encoded once per (serializer, transform mask) and the same bytes are queued
 //! to every subscriber that sees that variant, so a campaign with thousands of sockets costs a
-//! handful of encodings, not one per socket.
+//! handful of encodings, not one per socket. The mask is the socket's audience: which of the
+//! broadcast's redactions and reveals apply to its claims (`topics::broadcast`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -106,5 +107,101 @@ mod tests {
         assert!(texts[0].as_str().contains("Aisha"));
         assert!(texts[1].as_str().contains("Anonymous"));
         assert_eq!(texts[1], texts[2]);
+    }
+
+    /// Subscribes a V2 socket of `user` (anonymous when `None`) to `topic`.
+    fn subscriber(
+        registry: &Registry,
+        topic: &str,
+        id: u64,
+        user: Option<&str>,
+    ) -> mpsc::Receiver<Outbound> {
+        let (tx, rx) = mpsc::channel(4);
+        let claims = Claims {
+            user_id: user.map(str::to_owned),
+            ..Claims::default()
+        };
+        registry.subscribe(
+            topic,
+            id,
+            SessionHandle {
+                tx,
+                overflow: CancellationToken::new(),
+                turn: CancellationToken::new(),
+                claims: Arc::new(claims),
+                vsn: Vsn::V2,
+            },
+        );
+        rx
+    }
+
+    #[test]
+    fn each_audience_of_a_waqf_gets_its_own_variant_encoded_once() {
+        let registry = Registry::default();
+        let metrics = Metrics::new(prometheus::Registry::new());
+        let topic = "waqf:public";
+        // Two sockets of the trustee, two of one beneficiary, one of another, two strangers.
+        let users = [
+            Some("t"),
+            Some("t"),
+            Some("b1"),
+            Some("b1"),
+            Some("b2"),
+            Some("x"),
+            None,
+        ];
+        let mut receivers: Vec<_> = users
+            .iter()
+            .zip(1..)
+            .map(|(user, id)| subscriber(&registry, topic, id, *user))
+            .collect();
+        let full = json!({"id": "w1", "beneficiaries": [
+            {"user_id": "b1", "allocation": "10.00"}, {"user_id": "b2", "allocation": "20.00"}]});
+        let reveal = |path: &str, value: serde_json::Value, user: &str| Transform::Reveal {
+            path: vec![path.into()],
+            value,
+            visible_to: Audience::users([user.to_owned()]),
+        };
+        let broadcast = Broadcast {
+            id: "w1:0".into(),
+            topic: topic.into(),
+            event: "waqf_created".into(),
+            payload: json!({"id": "w1", "type": "khayri"}),
+            transforms: vec![
+                reveal("waqf", full.clone(), "t"),
+                reveal("benefit_amount", json!("10.00"), "b1"),
+                reveal("benefit_amount", json!("20.00"), "b2"),
+            ],
+        };
+        send(&broadcast, &registry, &metrics);
+        let frames: Vec<bytes::Bytes> = receivers
+            .iter_mut()
+            .map(|rx| match rx.try_recv() {
+                Ok(Outbound::Broadcast(_, text)) => text.into_bytes(),
+                _ => panic!("a frame per subscriber"),
+            })
+            .collect();
+        let payload = |frame: &bytes::Bytes| -> serde_json::Value {
+            let message: serde_json::Value = serde_json::from_slice(frame).expect("json");
+            message[4].clone()
+        };
+        assert_eq!(payload(&frames[0])["waqf"], full);
+        assert_eq!(
+            payload(&frames[2]),
+            json!({"id": "w1", "type": "khayri", "benefit_amount": "10.00"})
+        );
+        assert_eq!(
+            payload(&frames[4]),
+            json!({"id": "w1", "type": "khayri", "benefit_amount": "20.00"})
+        );
+        for stranger in &frames[5..] {
+            assert_eq!(payload(stranger), json!({"id": "w1", "type": "khayri"}));
+        }
+        // One encoding per audience, shared (the same bytes) by its sockets.
+        let shared = |a: usize, b: usize| frames[a].as_ptr() == frames[b].as_ptr();
+        assert!(shared(0, 1) && shared(2, 3) && shared(5, 6));
+        let distinct: std::collections::BTreeSet<usize> =
+            frames.iter().map(|f| f.as_ptr() as usize).collect();
+        assert_eq!(distinct.len(), 4, "trustee, two beneficiaries, the public");
     }
 }
