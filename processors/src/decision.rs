@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::{Campaign, Document, Presence, PresenceFilter, Write};
+use store::{Campaign, Document, Donation, Presence, PresenceFilter, Write};
 use topics::events::DomainEvent;
 use topics::{Broadcast, Command, Delivery, Push, Refusal, ReplyBody, ReplyStatus, Transform};
 
@@ -25,12 +25,50 @@ pub struct Needs {
     /// The currency whose gold and silver prices the command needs from the price feed (the
     /// client gave none).
     pub prices: Option<String>,
+    /// The donation with this id, then its campaign (into [`View::campaign`]): moderation.
+    pub donation: Option<String>,
+    /// A user's records of one year (reports).
+    pub records: Option<RecordsNeeded>,
+}
+
+/// Which of a user's records a command reads: their donations of one year and their
+/// documents of some kinds (newest first; the decision picks the year's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsNeeded {
+    /// The user.
+    pub user_id: String,
+    /// The year of the donations.
+    pub year: i32,
+    /// The document kinds listed under the user.
+    pub document_kinds: Vec<&'static str>,
+    /// Most donations, and most documents of each kind, read.
+    pub limit: usize,
+}
+
+/// A user's records, as asked for in [`RecordsNeeded`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserRecords {
+    /// The user's donations of the year, newest first.
+    pub donations: Vec<Donation>,
+    /// The user's documents of each kind asked for, newest first.
+    pub documents: Vec<(&'static str, Vec<Document>)>,
+}
+
+impl UserRecords {
+    /// The documents of `kind` (none if they were not asked for).
+    pub fn documents(&self, kind: &str) -> &[Document] {
+        self.documents
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(&[], |(_, documents)| documents.as_slice())
+    }
 }
 
 /// The state a decision is made on.
 #[derive(Debug, Clone, Default)]
 pub struct View {
-    /// The campaign asked for in [`Needs::campaign`], if it exists.
+    /// The campaign asked for in [`Needs::campaign`] (or the one of [`Needs::donation`]), if
+    /// it exists.
     pub campaign: Option<Campaign>,
     /// A campaign id nobody uses yet, if [`Needs::new_campaign_id`].
     pub new_campaign_id: Option<String>,
@@ -41,6 +79,10 @@ pub struct View {
     /// The price feed's answer for [`Needs::prices`]: its quote, or why there is none.
     /// `None` when no prices were asked for.
     pub prices: Option<Result<Quote, PriceMissing>>,
+    /// The donation asked for in [`Needs::donation`], if it exists.
+    pub donation: Option<Donation>,
+    /// The records asked for in [`Needs::records`].
+    pub records: Option<UserRecords>,
     /// The processing time (RFC 3339, UTC), for timestamps in the effects.
     pub now: String,
 }

@@ -16,7 +16,9 @@
 //! writer, or a command of the group applied meanwhile by a second owner) decides the group
 //! again on fresh state. A group that fails permanently is processed one command at a time,
 //! so only the poison command goes to the dead-letter topic. A command that reads presences
-//! of a topic the group already changed starts a new group, so its view is current.
+//! of a topic the group already changed starts a new group, so its view is current; so does
+//! one that lists the records of a user the group wrote for (a report), while donations the
+//! group wrote are folded in memory like campaigns (`reads`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -262,6 +264,8 @@ struct Group {
     documents: HashMap<(String, String), Document>,
     /// Topics whose presences the unstored decisions change.
     presence_topics: HashSet<String>,
+    /// Donations and documents the unstored decisions wrote.
+    written: reads::Written,
     /// Idempotency aliases used by the group's commands, with the command that first did.
     aliases: HashMap<String, usize>,
     /// (campaign, version, partition) settled in this group: settling finishes every group
@@ -298,6 +302,7 @@ impl Group {
         self.campaigns.clear();
         self.documents.clear();
         self.presence_topics.clear();
+        self.written.clear();
         Ok(())
     }
 
@@ -365,10 +370,20 @@ async fn process(
             continue;
         }
         let needs = needs(command);
-        if needs.presence.is_some() && group.presence_topics.contains(&command.topic) {
+        if (needs.presence.is_some() && group.presence_topics.contains(&command.topic))
+            || needs
+                .records
+                .as_ref()
+                .is_some_and(|r| group.writes_records_of(r))
+        {
             group.store(store, &ids).await?;
         }
-        let campaign = match &needs.campaign {
+        // A moderation names a donation; its campaign is the donation's.
+        let campaign_id = match &needs.donation {
+            Some(id) => group.donation(store, id).await?.map(|d| d.campaign_id),
+            None => needs.campaign.clone(),
+        };
+        let campaign = match &campaign_id {
             Some(id) => match group.campaigns.get(id) {
                 Some(folded) => Some(folded.clone()),
                 None => store.campaign(id).await?,
@@ -400,9 +415,17 @@ async fn process(
             group.aliases.insert(alias.clone(), index);
         }
         let new_campaign_id = if needs.new_campaign_id {
-            Some(free_campaign_id(store, command, position).await?)
+            Some(reads::free_campaign_id(store, command, position).await?)
         } else {
             None
+        };
+        let donation = match (&needs.donation, &campaign) {
+            (Some(id), Some(campaign)) => group.settled_donation(store, id, campaign).await?,
+            _ => None,
+        };
+        let records = match &needs.records {
+            Some(needed) => Some(reads::user_records(store, needed).await?),
+            None => None,
         };
         let presences = match &needs.presence {
             Some(filter) => store.presences(&command.topic, filter).await?,
@@ -426,6 +449,8 @@ async fn process(
             presences,
             document,
             prices,
+            donation,
+            records,
             now: topics::timestamp::now(),
         };
         let decision = decide(command, &view);
@@ -443,6 +468,7 @@ async fn process(
             continue;
         }
         for write in &decision.writes {
+            group.written.note(write);
             match write {
                 Write::PutCampaign(campaign) => {
                     group
@@ -483,29 +509,8 @@ fn parse_outcome(id: &str, stored: Value) -> Result<Outcome, AttemptError> {
     serde_json::from_value(stored).map_err(|_| AttemptError::BadOutcome(id.to_owned()))
 }
 
-/// The id of the campaign `command` creates: claimed by the command, so every attempt (and a
-/// second owner) names the same one; ids taken by other campaigns (seeded ones have fixed
-/// ids) are skipped the same way on every attempt.
-async fn free_campaign_id(
-    store: &dyn Store,
-    command: &Command,
-    position: Position,
-) -> Result<String, AttemptError> {
-    let mut attempt = 0u32;
-    loop {
-        let claimant = format!("{}#{attempt}", command.id);
-        let id = store.claim_id("campaign", &claimant).await?.to_string();
-        match store.campaign(&id).await? {
-            None => return Ok(id),
-            // Created by this very command (another owner got there first): deciding again
-            // makes a create that conflicts, and the retry answers from the stored outcome.
-            Some(existing) if existing.has_applied(position) => return Ok(id),
-            Some(_) => attempt += 1,
-        }
-    }
-}
-
 mod outputs;
+mod reads;
 #[cfg(test)]
 mod tests;
 

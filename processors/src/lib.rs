@@ -7,8 +7,8 @@
 //!
 //! Layout (pure cores first, then the IO shell):
 //! - `decision`: [`View`], [`Decision`] and [`Outcome`], the values around [`decide`].
-//! - `channels/`: one module per channel family (campaigns, admin, zakat, collab, presence)
-//!   and the join rules of every topic (`access`).
+//! - `channels/`: one module per channel family (campaigns, admin and moderation, zakat,
+//!   collab, waqf, reports, presence) and the join rules of every topic (`access`).
 //! - `money`: exact decimal amounts: parsing, validation, formatting.
 //! - `prices/`: the outside gold and silver price feed behind a circuit breaker (the pure
 //!   `breaker`, the HTTP `feed`), asked while views are loaded.
@@ -38,7 +38,7 @@ mod runner;
 mod testing;
 
 pub use channels::{decide, needs};
-pub use decision::{Decision, Needs, NewBroadcast, Outcome, View};
+pub use decision::{Decision, Needs, NewBroadcast, Outcome, RecordsNeeded, UserRecords, View};
 pub use metrics::{PriceFeedMetrics, ProcessorMetrics};
 pub use prices::{FeedUrl, FeedUrlError, PriceFeedConfig, PriceMissing, Quote};
 pub use runner::{run, RunnerConfig, RunnerError};

@@ -1,4 +1,4 @@
-//! `admin:<anything>`: campaign creation.
+//! `admin:<anything>`: campaign creation, and donation moderation ([`super::moderation`]).
 
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
@@ -16,6 +16,7 @@ const MAX_NAME: usize = 200;
 pub(crate) fn handle_in(event: &str, payload: &Value, command: &Command, view: &View) -> Decision {
     match event {
         "create_campaign" => create_campaign(payload, command, view),
+        "moderate_donation" => super::moderation::moderate(payload, command, view),
         _ => Decision::refuse(Refusal::UnknownEvent),
     }
 }

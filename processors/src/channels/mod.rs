@@ -3,8 +3,10 @@
 //! Layout:
 //! - [`access`]: who may join which topic.
 //! - [`campaign`]: `donations:campaign:<id>`: state, donations, goals, milestones.
-//! - [`admin`]: `admin:<x>`: campaign creation.
+//! - [`admin`]: `admin:<x>`: campaign creation; [`moderation`]: donation moderation there.
 //! - [`zakat`]: `zakat:user:<id>`: nisab and zakat calculations.
+//! - [`waqf`]: `waqf:public`: waqf creation, announced to three audiences.
+//! - [`reports`]: `reports:user:<id>`: a user's yearly report, streamed to its socket.
 //! - [`collab`]: `collab:document:<id>`: cursors and typing, as presence updates.
 //! - [`imports`]: `imports:user:<id>`: batch imports, split into derived commands.
 //! - [`presence`]: presence tracking on the topics that have it.
@@ -14,7 +16,10 @@ pub(crate) mod admin;
 pub(crate) mod campaign;
 pub(crate) mod collab;
 pub(crate) mod imports;
+pub(crate) mod moderation;
 pub(crate) mod presence;
+pub(crate) mod reports;
+pub(crate) mod waqf;
 pub(crate) mod zakat;
 
 use topics::routes::{route, Route};
@@ -24,6 +29,8 @@ use crate::decision::{Decision, Needs, View};
 
 /// The topic family of imports.
 const IMPORTS: &str = "imports:user";
+/// The family of `reports:user:<id>` topics.
+const REPORTS: &str = "reports:user";
 
 /// What `command` needs loaded before [`decide`] can run.
 pub fn needs(command: &Command) -> Needs {
@@ -72,6 +79,20 @@ pub fn needs(command: &Command) -> Needs {
                 ..Needs::default()
             }
         }
+        (Route::Admin(_), CommandKind::Event { .. }) => Needs {
+            donation: moderation::donation_needed(command),
+            ..Needs::default()
+        },
+        (
+            Route::UserScoped {
+                family: REPORTS,
+                user_id,
+            },
+            CommandKind::Event { .. },
+        ) => Needs {
+            records: reports::needs(&user_id, command),
+            ..Needs::default()
+        },
         _ => Needs {
             presence,
             ..Needs::default()
@@ -100,6 +121,11 @@ pub fn decide(command: &Command, view: &View) -> Decision {
                 family: IMPORTS,
                 user_id,
             } if event == "batch_import" => imports::batch_import(payload, command, &user_id, view),
+            Route::WaqfPublic => waqf::handle_in(event, payload, command, view),
+            Route::UserScoped {
+                family: REPORTS,
+                user_id,
+            } => reports::handle_in(event, payload, &user_id, command, view),
             _ => Decision::refuse(Refusal::UnknownEvent),
         },
         // Derived commands come from processors only; one that names nothing known is
