@@ -14,11 +14,10 @@ use store::{Document, DonationStatus};
 use topics::{Command, CommandKind, Refusal};
 
 use super::waqf::WAQF_ROLE_KIND;
+use super::zakat::CALCULATION_KIND as ZAKAT_CALCULATION_KIND;
 use crate::decision::{Decision, RecordsNeeded, UserRecords, View};
 use crate::money::format_money;
 
-/// The document kind of a stored zakat calculation, listed under its user.
-pub(crate) const ZAKAT_CALCULATION_KIND: &str = "zakat_calculation";
 /// Report types: `annual` has every section, the others the one they name.
 const TYPES: [&str; 4] = ["annual", "donations", "zakat", "waqf"];
 /// Most items of each section; a section with more says so in `truncated` (the report goes
