@@ -39,10 +39,10 @@ pub struct RecordsNeeded {
     pub user_id: String,
     /// The year of the donations.
     pub year: i32,
-    /// The document kinds listed under the user.
-    pub document_kinds: Vec<&'static str>,
-    /// Most donations, and most documents of each kind, read.
-    pub limit: usize,
+    /// Most donations read.
+    pub donation_limit: usize,
+    /// The document kinds listed under the user, each with the most read.
+    pub documents: Vec<(&'static str, usize)>,
 }
 
 /// A user's records, as asked for in [`RecordsNeeded`].

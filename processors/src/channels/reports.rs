@@ -20,9 +20,11 @@ use crate::money::format_money;
 
 /// Report types: `annual` has every section, the others the one they name.
 const TYPES: [&str; 4] = ["annual", "donations", "zakat", "waqf"];
-/// Most items of each section; a section with more says so in `truncated` (the report goes
-/// out as one record on the log, which has a size limit).
-pub(crate) const MAX_ITEMS: usize = 500;
+/// Most items of each section (donations, zakat calculations, waqfs); a section with more
+/// says so in `truncated`. The report goes out as one record on the log, which brokers cap
+/// (1 MiB by default on Kafka): about 250 bytes a donation, 1 KiB a calculation, up to 4 KiB
+/// a waqf record with 50 beneficiaries keep it under 600 KiB.
+const MAX_ITEMS: [usize; 3] = [500, 200, 100];
 /// The first year a report may cover.
 const FIRST_YEAR: i32 = 2000;
 
@@ -50,6 +52,15 @@ impl Section {
             Section::Donations => "Donations",
             Section::Zakat => "Zakat calculations",
             Section::Waqf => "Waqfs",
+        }
+    }
+
+    /// Most items it lists.
+    fn max_items(self) -> usize {
+        match self {
+            Section::Donations => MAX_ITEMS[0],
+            Section::Zakat => MAX_ITEMS[1],
+            Section::Waqf => MAX_ITEMS[2],
         }
     }
 
@@ -93,9 +104,12 @@ pub(crate) fn needs(user_id: &str, command: &Command) -> Option<RecordsNeeded> {
     Some(RecordsNeeded {
         user_id: user_id.to_owned(),
         year,
-        document_kinds: vec![ZAKAT_CALCULATION_KIND, WAQF_ROLE_KIND],
         // One more than shown, to tell a full section from a cut one.
-        limit: MAX_ITEMS + 1,
+        donation_limit: Section::Donations.max_items() + 1,
+        documents: vec![
+            (ZAKAT_CALCULATION_KIND, Section::Zakat.max_items() + 1),
+            (WAQF_ROLE_KIND, Section::Waqf.max_items() + 1),
+        ],
     })
 }
 
@@ -197,7 +211,7 @@ fn gather(
             let mut totals: BTreeMap<&str, Decimal> = BTreeMap::new();
             let items = donations
                 .iter()
-                .take(MAX_ITEMS)
+                .take(section.max_items())
                 .inspect(|d| {
                     if d.status != DonationStatus::Rejected {
                         *totals.entry(&d.currency).or_default() += d.amount;
@@ -220,14 +234,16 @@ fn gather(
                 .map(|(currency, total)| (currency.to_owned(), json!(format_money(total))))
                 .collect();
             report.insert("donation_totals".into(), Value::Object(totals));
-            (items, donations.len() > MAX_ITEMS)
+            (items, donations.len() > section.max_items())
         }
         Section::Zakat => of_year(
+            section,
             records.documents(ZAKAT_CALCULATION_KIND),
             year,
             |d| json!({ "id": d.id, "created_at": d.created_at, "calculation": d.body }),
         ),
         Section::Waqf => of_year(
+            section,
             records.documents(WAQF_ROLE_KIND),
             year,
             |d| json!({ "roles": d.body["roles"], "waqf": d.body["waqf"] }),
@@ -237,14 +253,19 @@ fn gather(
 
 /// The documents of `year` (listed newest first), as `show` makes them, and whether the
 /// listing may have cut some of that year off.
-fn of_year(documents: &[Document], year: i32, show: fn(&Document) -> Value) -> (Vec<Value>, bool) {
+fn of_year(
+    section: Section,
+    documents: &[Document],
+    year: i32,
+    show: fn(&Document) -> Value,
+) -> (Vec<Value>, bool) {
     let items = documents
         .iter()
-        .take(MAX_ITEMS)
+        .take(section.max_items())
         .filter(|d| year_of(&d.created_at) == Some(year))
         .map(show)
         .collect();
-    let cut = documents.len() > MAX_ITEMS
+    let cut = documents.len() > section.max_items()
         && documents
             .last()
             .and_then(|d| year_of(&d.created_at))
@@ -410,7 +431,8 @@ mod tests {
     #[test]
     fn cut_sections_are_named() {
         let mut records = records();
-        records.donations = (0..=MAX_ITEMS)
+        let max = Section::Donations.max_items();
+        records.donations = (0..=max)
             .map(|i| donation(&i.to_string(), 100, DonationStatus::Accepted))
             .collect();
         let view = View {
@@ -425,11 +447,53 @@ mod tests {
         );
         let d = decide(&cmd, &view);
         let report = &d.pushes[5].payload["report"];
-        assert_eq!(
-            report["donations"].as_array().map(Vec::len),
-            Some(MAX_ITEMS)
-        );
+        assert_eq!(report["donations"].as_array().map(Vec::len), Some(max));
         assert_eq!(report["truncated"], json!(["donations"]));
+    }
+
+    #[test]
+    fn a_document_listing_is_cut_only_if_it_may_have_missed_the_year() {
+        let max = Section::Zakat.max_items();
+        let calculations = |oldest: &str| {
+            let mut listed: Vec<Document> = (0..max)
+                .map(|i| {
+                    let id = format!("z{i}");
+                    document(
+                        ZAKAT_CALCULATION_KIND,
+                        &id,
+                        "2025-05-01T00:00:00Z",
+                        json!({}),
+                    )
+                })
+                .collect();
+            listed.push(document(ZAKAT_CALCULATION_KIND, "old", oldest, json!({})));
+            UserRecords {
+                documents: vec![(ZAKAT_CALCULATION_KIND, listed)],
+                ..UserRecords::default()
+            }
+        };
+        let truncated = |records: UserRecords| {
+            let view = View {
+                records: Some(records),
+                ..view()
+            };
+            let cmd = event(
+                TOPIC,
+                claims(Some("5"), &[]),
+                "generate_report",
+                json!({"type": "zakat", "year": 2025}),
+            );
+            decide(&cmd, &view).pushes[5].payload["report"]["truncated"].clone()
+        };
+        assert_eq!(
+            truncated(calculations("2025-01-01T00:00:00Z")),
+            json!(["zakat_calculations"])
+        );
+        assert_eq!(
+            truncated(calculations("2024-12-31T00:00:00Z")),
+            json!([]),
+            "the listing reached back past the year"
+        );
     }
 
     #[test]
@@ -470,11 +534,11 @@ mod tests {
         );
         let needed = crate::needs(&cmd).records.expect("records");
         assert_eq!((needed.user_id.as_str(), needed.year), ("5", 2025));
+        assert_eq!(needed.donation_limit, 501);
         assert_eq!(
-            needed.document_kinds,
-            vec![ZAKAT_CALCULATION_KIND, WAQF_ROLE_KIND]
+            needed.documents,
+            vec![(ZAKAT_CALCULATION_KIND, 201), (WAQF_ROLE_KIND, 101)]
         );
-        assert_eq!(needed.limit, MAX_ITEMS + 1);
         let other = event(
             TOPIC,
             claims(Some("6"), &[]),

@@ -92,11 +92,11 @@ pub(super) async fn user_records(
 ) -> Result<UserRecords, AttemptError> {
     let user = &needed.user_id;
     let donations = store
-        .user_donations(user, needed.year, needed.limit)
+        .user_donations(user, needed.year, needed.donation_limit)
         .await?;
-    let mut documents = Vec::with_capacity(needed.document_kinds.len());
-    for kind in &needed.document_kinds {
-        documents.push((*kind, store.documents(kind, user, needed.limit).await?));
+    let mut documents = Vec::with_capacity(needed.documents.len());
+    for (kind, limit) in &needed.documents {
+        documents.push((*kind, store.documents(kind, user, *limit).await?));
     }
     Ok(UserRecords {
         donations,
