@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use topics::events::DonationCreated;
+use topics::events::{DonationCreated, DonationModerated};
 use topics::Heartbeat;
 
 use crate::money::{format_money, parse_decimal};
@@ -19,6 +19,8 @@ const REMEMBERED: usize = 100_000;
 #[derive(Debug, Clone, PartialEq)]
 struct CampaignDelta {
     donations: u64,
+    /// Donations rejected by a moderator (their amounts are taken out of `amount`).
+    rejected: u64,
     amount: Decimal,
     currency: String,
     new_total: String,
@@ -43,29 +45,56 @@ pub(crate) struct Fold {
 }
 
 impl Fold {
-    /// Counts a donation, once per donation id.
-    pub(crate) fn donation(&mut self, event: &DonationCreated) {
-        if !self.seen.insert(event.donation_id.clone()) {
-            return;
+    /// Whether `key` is new (remembering it), so an event re-sent by a replayed command
+    /// counts once.
+    fn first_time(&mut self, key: String) -> bool {
+        if !self.seen.insert(key.clone()) {
+            return false;
         }
-        self.seen_order.push_back(event.donation_id.clone());
+        self.seen_order.push_back(key);
         if self.seen_order.len() > REMEMBERED {
             if let Some(old) = self.seen_order.pop_front() {
                 self.seen.remove(&old);
             }
         }
-        let amount = parse_decimal(Some(&Value::String(event.amount.clone()))).unwrap_or_default();
-        let delta = self
-            .campaigns
-            .entry(event.campaign_id.clone())
+        true
+    }
+
+    fn campaign(&mut self, campaign_id: &str, currency: &str) -> &mut CampaignDelta {
+        self.campaigns
+            .entry(campaign_id.to_owned())
             .or_insert_with(|| CampaignDelta {
                 donations: 0,
+                rejected: 0,
                 amount: Decimal::ZERO,
-                currency: event.currency.clone(),
+                currency: currency.to_owned(),
                 new_total: String::new(),
-            });
+            })
+    }
+
+    /// Counts a donation, once per donation id.
+    pub(crate) fn donation(&mut self, event: &DonationCreated) {
+        if !self.first_time(format!("created:{}", event.donation_id)) {
+            return;
+        }
+        let amount = parse_decimal(Some(&Value::String(event.amount.clone()))).unwrap_or_default();
+        let delta = self.campaign(&event.campaign_id, &event.currency);
         delta.donations += 1;
         delta.amount += amount;
+        delta.new_total.clone_from(&event.new_total);
+    }
+
+    /// Counts a rejection (it left the campaign's total), once per donation; approvals and
+    /// flags change no figure.
+    pub(crate) fn moderation(&mut self, event: &DonationModerated) {
+        if event.status != "rejected" || !self.first_time(format!("rejected:{}", event.donation_id))
+        {
+            return;
+        }
+        let amount = parse_decimal(Some(&Value::String(event.amount.clone()))).unwrap_or_default();
+        let delta = self.campaign(&event.campaign_id, &event.currency);
+        delta.rejected += 1;
+        delta.amount -= amount;
         delta.new_total.clone_from(&event.new_total);
     }
 
@@ -98,6 +127,7 @@ impl Fold {
                     "type": "donations",
                     "campaign_id": campaign_id,
                     "count": delta.donations,
+                    "rejected": delta.rejected,
                     "amount": format_money(delta.amount),
                     "currency": delta.currency,
                     "total": delta.new_total,
@@ -155,14 +185,38 @@ mod tests {
         assert_eq!(
             batch["metrics"],
             json!([
-                {"type": "donations", "campaign_id": "1", "count": 2, "amount": "12.50", "currency": "USD", "total": "12.50"},
-                {"type": "donations", "campaign_id": "2", "count": 1, "amount": "1.00", "currency": "USD", "total": "1.00"},
+                {"type": "donations", "campaign_id": "1", "count": 2, "rejected": 0, "amount": "12.50", "currency": "USD", "total": "12.50"},
+                {"type": "donations", "campaign_id": "2", "count": 1, "rejected": 0, "amount": "1.00", "currency": "USD", "total": "1.00"},
                 {"type": "connections", "count": 0, "connectors": 0},
             ])
         );
         assert_eq!(fold.take(t0, "T2"), None, "nothing changed since");
         fold.donation(&donation("b", "1", "2.50", "12.50"));
         assert_eq!(fold.take(t0, "T3"), None, "a replayed event counts once");
+
+        let rejection = DonationModerated {
+            command_id: "m".into(),
+            donation_id: "a".into(),
+            campaign_id: "1".into(),
+            status: "rejected".into(),
+            amount: "10.00".into(),
+            currency: "USD".into(),
+            new_total: "2.50".into(),
+            moderated_by: Some("9".into()),
+            moderated_at: "2026-01-01T00:00:00Z".into(),
+        };
+        fold.moderation(&rejection);
+        fold.moderation(&rejection);
+        fold.moderation(&DonationModerated {
+            status: "flagged".into(),
+            donation_id: "b".into(),
+            ..rejection.clone()
+        });
+        let batch = fold.take(t0, "T4").expect("a rejection is a change");
+        assert_eq!(
+            batch["metrics"],
+            json!([{"type": "donations", "campaign_id": "1", "count": 0, "rejected": 1, "amount": "-10.00", "currency": "USD", "total": "2.50"}])
+        );
     }
 
     #[test]

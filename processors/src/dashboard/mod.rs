@@ -121,8 +121,10 @@ pub(crate) async fn run(
             }
             record = next(&mut events) => match record {
                 Ok(record) => {
-                    if let Ok(DomainEvent::DonationCreated(event)) = DomainEvent::decode(&record.value) {
-                        fold.donation(&event);
+                    match DomainEvent::decode(&record.value) {
+                        Ok(DomainEvent::DonationCreated(event)) => fold.donation(&event),
+                        Ok(DomainEvent::DonationModerated(event)) => fold.moderation(&event),
+                        _ => {}
                     }
                 }
                 Err(error) => {
