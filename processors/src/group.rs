@@ -358,14 +358,16 @@ async fn process(
 ) -> Result<(Vec<&'static str>, Pending), AttemptError> {
     let ids: Vec<&str> = commands.iter().map(|(c, _)| c.id.as_str()).collect();
     let mut group = Group::default();
+    // Any command may have written (joins and leaves track presence), so a processed one is
+    // answered from its stored outcome. Read for the whole group at once: one written by
+    // another owner after this read makes the group's store fail and the group run again.
+    let mut stored = store.outcomes(&ids).await?.into_iter();
     for (index, (command, record)) in commands.iter().enumerate() {
         let position = Position {
             partition: record.partition,
             offset: record.offset,
         };
-        // Any command may have written (joins and leaves track presence), so a processed one
-        // is answered from its stored outcome.
-        if let Some(stored) = store.outcome(&command.id).await? {
+        if let Some(stored) = stored.next().flatten() {
             group.answer(parse_outcome(&command.id, stored)?, "replayed");
             continue;
         }

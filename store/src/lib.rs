@@ -186,6 +186,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The outcome stored when `command_id` was applied, if it was.
     async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError>;
 
+    /// [`outcome`](Store::outcome) of each of `command_ids`, in order: a group's commands
+    /// checked in one call (on the embedded store, one trip to its thread instead of one per
+    /// command).
+    async fn outcomes(&self, command_ids: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {
+        let mut found = Vec::with_capacity(command_ids.len());
+        for id in command_ids {
+            found.push(self.outcome(id).await?);
+        }
+        Ok(found)
+    }
+
     /// Finishes what the last group applied to `campaign_id` from `partition` left undone
     /// (a crash between its compare-and-set and the rest), so the outcomes of every command
     /// the campaign's fence covers can be read. A no-op where groups are atomic.

@@ -234,6 +234,17 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn outcomes(&self, command_ids: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {
+        let command_ids: Vec<String> = command_ids.iter().map(|id| (*id).to_owned()).collect();
+        self.with_conn(move |conn| {
+            command_ids
+                .iter()
+                .map(|id| read_json(conn, OUTCOME_SQL, id))
+                .collect()
+        })
+        .await
+    }
+
     async fn presences(
         &self,
         topic: &str,
