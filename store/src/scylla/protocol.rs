@@ -293,6 +293,12 @@ impl<T: Tables> Store for Protocol<T> {
         bodies.iter().map(|body| parse(body)).collect()
     }
 
+    async fn outcomes(&self, command_ids: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {
+        // Concurrently: one partition each, and a group's check should cost one round trip,
+        // not one per command.
+        futures_util::future::try_join_all(command_ids.iter().map(|id| self.outcome(id))).await
+    }
+
     async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError> {
         match self.tables.outcome(command_id).await? {
             Some(text) => parse(&text).map(Some),

@@ -285,6 +285,10 @@ impl Store for ScyllaStore {
         self.protocol.outcome(command_id).await
     }
 
+    async fn outcomes(&self, command_ids: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {
+        self.protocol.outcomes(command_ids).await
+    }
+
     async fn settle(&self, campaign_id: &str, partition: u32) -> Result<(), StoreError> {
         self.protocol.settle(campaign_id, partition).await
     }
