@@ -128,20 +128,16 @@ pub(crate) fn spawn_worker(shared: Arc<Shared>, done: mpsc::Sender<Record>) -> W
         while let Some((records, pending)) = acks_rx.recv().await {
             let mut pending = pending;
             // Outputs not acknowledged: redo the group, which re-sends the stored outcomes;
-            // outputs the log refuses (too large for it) would be refused again, so those
-            // commands go to the dead-letter topic instead of being retried forever.
+            // outputs the log refuses (too large for it) would be refused again, so the
+            // group's outcomes are re-sent record by record instead of being retried forever.
             while let Err(error) = pending.await {
-                let refused = !matches!(error, LogError::Unavailable(_) | LogError::Io { .. });
-                if refused {
-                    tracing::error!(%error, commands = records.len(), "the log refused a group's outputs");
-                    for record in &records {
-                        let reason = format!("its outputs were refused by the log: {error}");
-                        if set_aside(&acker_shared, record, &reason, false)
-                            .await
-                            .is_none()
-                        {
-                            return;
-                        }
+                if is_refusal(&error) {
+                    tracing::error!(%error, commands = records.len(), "the log refused a group's outputs; sending them one by one");
+                    if resend_piecewise(&acker_shared, &records, &error)
+                        .await
+                        .is_none()
+                    {
+                        return;
                     }
                     break;
                 }
@@ -164,6 +160,36 @@ pub(crate) fn spawn_worker(shared: Arc<Shared>, done: mpsc::Sender<Record>) -> W
         tokio::join!(decide_loop, ack_loop);
     });
     Worker { queue, task }
+}
+
+/// Re-sends the outputs of each of `records` record by record (see [`emit_piecewise`]): each
+/// command processed alone again (a stored one answers from its outcome, a read-only one is
+/// decided again) with its outputs collected, then sent one by one. A command that lost
+/// outputs so, or cannot be processed again, goes to the dead-letter topic (its client not
+/// told it failed: it was applied). `None` at shutdown.
+async fn resend_piecewise(shared: &Shared, records: &[Record], refusal: &LogError) -> Option<()> {
+    for record in records {
+        let reason = match Command::decode(&record.value) {
+            Ok(command) => {
+                let collected = Collected::default();
+                let alone = [(command, record)];
+                match process(&collected, &*shared.store, &shared.prices, &alone).await {
+                    Ok(_) => match emit_piecewise(shared, collected.take(), &alone[0].0).await? {
+                        Ok(0) => continue,
+                        Ok(lost) => {
+                            format!("{lost} of its outputs were refused by the log: {refusal}")
+                        }
+                        Err(error) => format!("its outputs could not be encoded: {error}"),
+                    },
+                    Err(error) => format!("its outputs were refused by the log ({refusal}), and processing it again failed: {error}"),
+                }
+            }
+            Err(error) => error.to_string(),
+        };
+        // Nothing is sent to its client (it was applied): the acknowledgement is immediate.
+        let _told = set_aside(shared, record, &reason, false).await?.await;
+    }
+    Some(())
 }
 
 /// Processes a group of records, retrying transient failures; their outputs are on their way
@@ -516,4 +542,4 @@ mod reads;
 #[cfg(test)]
 mod tests;
 
-use outputs::{dead_letter, emit, set_aside};
+use outputs::{dead_letter, emit, emit_piecewise, is_refusal, set_aside, Collected};

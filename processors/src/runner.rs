@@ -507,30 +507,58 @@ mod tests {
     async fn outputs_too_large_for_the_log_are_dead_lettered_not_retried_forever() {
         let dir = tempfile::tempdir().expect("tempdir");
         let inner = EmbeddedLog::open(dir.path().join("log")).expect("log");
-        let log: Arc<dyn Log> = Arc::new(Limited { inner, max: 300 });
+        let log: Arc<dyn Log> = Arc::new(Limited { inner, max: 400 });
         let store: Arc<dyn Store> = Arc::new(seeded_store(dir.path()).await);
         let mut dead = from_start(&*log, DEAD_LETTERS).await;
         let mut deliveries = from_start(&*log, DELIVERIES).await;
-        // A donation whose broadcast is over the limit, then a small command on another topic.
+        let mut broadcasts = from_start(&*log, topics::names::BROADCASTS).await;
+        // In one group: a donation whose broadcast is over the limit, and one whose outputs
+        // fit. Then a small command on another topic.
         let big = event(
             "donations:campaign:1",
             claims(None, &[]),
             "new_donation",
             json!({"amount": "1", "donor_name": "x".repeat(100)}),
         );
-        log.append(
-            COMMANDS,
-            b"donations:campaign:1",
-            big.encode().expect("encodes"),
-        )
-        .await
-        .expect("append");
+        let mut fits = event(
+            "donations:campaign:1",
+            claims(None, &[]),
+            "new_donation",
+            json!({"amount": "2", "donor_name": "y"}),
+        );
+        fits.id = "fits".into();
+        for command in [&big, &fits] {
+            log.append(
+                COMMANDS,
+                b"donations:campaign:1",
+                command.encode().expect("encodes"),
+            )
+            .await
+            .expect("append");
+        }
         let runner = Running::start(RunnerConfig::default(), &log, &store);
         let refused = tokio::time::timeout(Duration::from_secs(5), dead.next())
             .await
             .expect("a dead letter in time")
             .expect("read");
         assert_eq!(refused.value, big.encode().expect("encodes"));
+        // Both were applied and both answered (the big one's reply fits); only the big
+        // broadcast is lost, not its group-mate's.
+        for id in [&big.id, &fits.id] {
+            let reply: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
+            let body = reply.reply.expect("a reply");
+            assert_eq!(body.status, topics::ReplyStatus::Ok);
+            assert_eq!(body.response["donation_id"], id.as_str());
+        }
+        // (The dashboard's batches share the topic.)
+        let sent = loop {
+            let sent: topics::Broadcast =
+                next(&mut broadcasts, |b| topics::Broadcast::decode(b).ok()).await;
+            if sent.event == "donation_created" {
+                break sent;
+            }
+        };
+        assert_eq!(sent.payload["donation"]["id"], "fits");
         let mut small = event("donations:lobby", claims(None, &[]), "ping", json!({}));
         small.id = "small".into();
         log.append(
@@ -546,6 +574,32 @@ mod tests {
             runner.metrics.dead_letters.get(),
             1,
             "refused once, not retried forever"
+        );
+        // A reply over the limit (it echoes a long currency) is replaced by a refusal.
+        let mut long_reply = event(
+            "zakat:user:1",
+            claims(Some("1"), &[]),
+            "calculate_nisab",
+            json!({"currency": "X".repeat(500), "gold_price": "1"}),
+        );
+        long_reply.id = "long".into();
+        log.append(
+            COMMANDS,
+            b"zakat:user:1",
+            long_reply.encode().expect("encodes"),
+        )
+        .await
+        .expect("append");
+        let refused: Delivery = next(&mut deliveries, |b| Delivery::decode(b).ok()).await;
+        assert_eq!(
+            refused.reply.expect("a reply").response,
+            json!({"reason": "reply too large"})
+        );
+        let campaign = store.campaign("1").await.expect("read").expect("seeded");
+        assert_eq!(
+            campaign.total,
+            rust_decimal::Decimal::new(300, 2),
+            "both counted once"
         );
         runner.stop().await;
     }

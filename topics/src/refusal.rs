@@ -51,11 +51,14 @@ pub enum Refusal {
     /// The command needs prices from the outside price feed (the client gave none), and the
     /// feed failed or its circuit breaker is open. Retryable: later, or at once with prices.
     PriceFeedUnavailable,
+    /// The command was applied, but its reply is larger than the log accepts (a record over
+    /// the broker's message limit): the reply is lost, the command set aside for an operator.
+    ReplyTooLarge,
 }
 
 impl Refusal {
     /// Every refusal, for the catalog check and for documentation.
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::UnmatchedTopic,
         Refusal::Unauthorized,
         Refusal::NotFound,
@@ -73,6 +76,7 @@ impl Refusal {
         Refusal::AlreadyRejected,
         Refusal::Failed,
         Refusal::PriceFeedUnavailable,
+        Refusal::ReplyTooLarge,
     ];
 
     /// The reason as the client reads it (also the log line's and metric label's word).
@@ -95,6 +99,7 @@ impl Refusal {
             Refusal::AlreadyRejected => "donation already rejected",
             Refusal::Failed => "command failed",
             Refusal::PriceFeedUnavailable => "price feed unavailable",
+            Refusal::ReplyTooLarge => "reply too large",
         }
     }
 
