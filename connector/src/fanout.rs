@@ -94,6 +94,7 @@ mod tests {
                     roles: vec![],
                 },
             }],
+            position: None,
         };
         send(&broadcast, &registry, &metrics);
         let mut texts = Vec::new();
@@ -172,6 +173,7 @@ mod tests {
                 reveal("benefit_amount", json!("10.00"), "b1"),
                 reveal("benefit_amount", json!("20.00"), "b2"),
             ],
+            position: None,
         };
         send(&broadcast, &registry, &metrics);
         let frames: Vec<bytes::Bytes> = receivers

@@ -114,6 +114,7 @@ async fn publish(app: &App, topic: String, event: &str, payload: Value) -> Respo
         event: event.to_owned(),
         payload,
         transforms: Vec::new(),
+        position: None,
     };
     let bytes = match broadcast.encode() {
         Ok(bytes) => bytes,

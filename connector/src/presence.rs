@@ -248,6 +248,7 @@ pub(crate) async fn flush_every(
                 event: DIFF_EVENT.to_owned(),
                 payload: diff.to_value(),
                 transforms: Vec::new(),
+                position: None,
             };
             metrics.presence_flushes.inc();
             fanout::send(&broadcast, &registry, &metrics);

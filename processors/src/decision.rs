@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::{Campaign, Document, Donation, Presence, PresenceFilter, Write};
 use topics::events::DomainEvent;
-use topics::{Broadcast, Command, Delivery, Push, Refusal, ReplyBody, ReplyStatus, Transform};
+use topics::{
+    Broadcast, Command, Delivery, Push, Refusal, ReplyBody, ReplyStatus, StreamPosition, Transform,
+};
 
 use crate::prices::{PriceMissing, Quote};
 
@@ -99,6 +101,8 @@ pub struct NewBroadcast {
     pub payload: Value,
     /// Per-socket transforms applied at fan-out.
     pub transforms: Vec<Transform>,
+    /// Its place in its topic's stream, given after the decision (see `streams`).
+    pub position: Option<StreamPosition>,
 }
 
 impl NewBroadcast {
@@ -109,6 +113,7 @@ impl NewBroadcast {
             event: event.to_owned(),
             payload,
             transforms: Vec::new(),
+            position: None,
         }
     }
 }
@@ -186,6 +191,7 @@ impl Decision {
                 event: a.event.clone(),
                 payload: a.payload.clone(),
                 transforms: a.transforms.clone(),
+                position: a.position.clone(),
             })
             .collect();
         Outcome {

@@ -27,6 +27,7 @@ const SCHEMAS: &[(&str, u32, &str)] = &[
     ("Heartbeat", 2, include_str!("../schemas/heartbeat.v2.avsc")),
     ("Delivery", 1, include_str!("../schemas/delivery.v1.avsc")),
     ("Broadcast", 1, include_str!("../schemas/broadcast.v1.avsc")),
+    ("Broadcast", 2, include_str!("../schemas/broadcast.v2.avsc")),
     (
         "DonationCreated",
         1,

@@ -37,6 +37,36 @@ pub struct Broadcast {
     /// Per-socket transforms, applied in order.
     #[serde(default)]
     pub transforms: Vec<Transform>,
+    /// Its place in its topic's stream (also in the payload as `position`), when the topic
+    /// has one: connectors deliver a topic's broadcasts in this order, once each.
+    #[serde(default)]
+    pub position: Option<StreamPosition>,
+}
+
+/// A broadcast's place in its channel topic's stream: `offset` grows by exactly one per
+/// broadcast on the topic; `epoch` changes only when the topic's history was lost (then
+/// offsets start again). Clients send back the last one they saw to recover what they missed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// The stream's epoch.
+    pub epoch: String,
+    /// The offset in it.
+    pub offset: u64,
+}
+
+impl StreamPosition {
+    /// The position as clients see it: `{"epoch": "...", "offset": n}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({ "epoch": self.epoch, "offset": self.offset })
+    }
+
+    /// The position a client sent (`{"epoch": "...", "offset": n}`), if well formed.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        Some(Self {
+            epoch: value.get("epoch")?.as_str()?.to_owned(),
+            offset: value.get("offset")?.as_u64()?,
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +76,10 @@ struct BroadcastWire {
     event: String,
     payload_json: String,
     transforms_json: String,
+    #[serde(default)]
+    position_epoch: Option<String>,
+    #[serde(default)]
+    position_offset: Option<i64>,
 }
 
 impl Broadcast {
@@ -59,6 +93,11 @@ impl Broadcast {
             event: self.event.clone(),
             payload_json: json_text(&self.payload),
             transforms_json: transforms,
+            position_epoch: self.position.as_ref().map(|p| p.epoch.clone()),
+            position_offset: self
+                .position
+                .as_ref()
+                .map(|p| i64::try_from(p.offset).unwrap_or(i64::MAX)),
         };
         avro::encode("Broadcast", &wire).map_err(|e| RecordError::encode("broadcast", e))
     }
@@ -74,6 +113,13 @@ impl Broadcast {
             payload: parse_json("broadcast", &wire.payload_json)?,
             transforms: serde_json::from_str(&wire.transforms_json)
                 .map_err(|e| RecordError::decode("broadcast", e))?,
+            position: match (wire.position_epoch, wire.position_offset) {
+                (Some(epoch), Some(offset)) => Some(StreamPosition {
+                    epoch,
+                    offset: offset.unsigned_abs(),
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -247,6 +293,10 @@ mod tests {
             event: "e".into(),
             payload,
             transforms,
+            position: Some(StreamPosition {
+                epoch: "e1".into(),
+                offset: 7,
+            }),
         }
     }
 

@@ -52,7 +52,7 @@ pub mod refusal;
 pub mod routes;
 pub mod timestamp;
 
-pub use broadcast::{Audience, Broadcast, Transform};
+pub use broadcast::{Audience, Broadcast, StreamPosition, Transform};
 pub use envelope::{
     Claims, Command, CommandKind, Delivery, Heartbeat, Push, RecordError, ReplyBody, ReplyStatus,
     SocketRef,

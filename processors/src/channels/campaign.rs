@@ -205,6 +205,7 @@ pub(crate) fn new_donation(
                 roles: vec!["admin".into()],
             },
         }],
+        position: None,
     }];
     let mut domain_events = vec![DomainEvent::DonationCreated(DonationCreated {
         command_id: command.id.clone(),

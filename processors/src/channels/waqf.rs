@@ -190,6 +190,7 @@ fn create(payload: &Value, command: &Command, view: &View) -> Decision {
         transforms: std::iter::once(trustees_see)
             .chain(each_sees_its_own)
             .collect(),
+        position: None,
     }];
     broadcasts.extend(trustee_ids.iter().map(|user| {
         NewBroadcast::new(

@@ -106,6 +106,7 @@ pub(crate) async fn run(
                     event: "metrics_batch".to_owned(),
                     payload,
                     transforms: Vec::new(),
+                    position: None,
                 };
                 match batch.encode() {
                     Ok(bytes) => {
