@@ -35,6 +35,7 @@ use topics::{Command, RecordError};
 use crate::decision::{Outcome, View};
 use crate::metrics::ProcessorMetrics;
 use crate::prices::PriceFeed;
+use crate::streams::{self, HistoryLimits};
 use crate::{decide, needs};
 
 /// Most commands decided and stored together.
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) partition_queue: usize,
     /// The price feed, asked while loading the views of commands that need prices.
     pub(crate) prices: PriceFeed,
+    /// How much history each topic keeps for clients to recover.
+    pub(crate) history: HistoryLimits,
 }
 
 /// The queue and task of one partition's worker.
@@ -173,7 +176,7 @@ async fn resend_piecewise(shared: &Shared, records: &[Record], refusal: &LogErro
             Ok(command) => {
                 let collected = Collected::default();
                 let alone = [(command, record)];
-                match process(&collected, &*shared.store, &shared.prices, &alone).await {
+                match process(&collected, &*shared.store, &shared.prices, &shared.history, &alone).await {
                     Ok(_) => match emit_piecewise(shared, collected.take(), &alone[0].0).await? {
                         Ok(0) => continue,
                         Ok(lost) => {
@@ -245,7 +248,15 @@ async fn retry(
 ) -> Result<Option<Pending>, AttemptError> {
     let mut delay = shared.retry_initial;
     loop {
-        match process(&*shared.log, &*shared.store, &shared.prices, commands).await {
+        match process(
+            &*shared.log,
+            &*shared.store,
+            &shared.prices,
+            &shared.history,
+            commands,
+        )
+        .await
+        {
             Ok((results, pending)) => {
                 let seconds = started.elapsed().as_secs_f64();
                 for result in results {
@@ -380,6 +391,7 @@ async fn process(
     log: &dyn Log,
     store: &dyn Store,
     prices: &PriceFeed,
+    limits: &HistoryLimits,
     commands: &[(Command, &Record)],
 ) -> Result<(Vec<&'static str>, Pending), AttemptError> {
     let ids: Vec<&str> = commands.iter().map(|(c, _)| c.id.as_str()).collect();
@@ -471,6 +483,25 @@ async fn process(
             Some(currency) => Some(prices.quote(currency).await),
             None => None,
         };
+        let stream = match streams::stream_needed(&command.topic) {
+            Some(key) => match group.documents.get(&key) {
+                Some(folded) => Some(folded.clone()),
+                None => store.document(&key.0, &key.1).await?,
+            },
+            None => None,
+        };
+        let history = match streams::since(command) {
+            Some(since) => Some(
+                store
+                    .history(
+                        &command.topic,
+                        since.offset,
+                        limits.size.saturating_add(1) as usize,
+                    )
+                    .await?,
+            ),
+            None => None,
+        };
         let view = View {
             campaign,
             new_campaign_id,
@@ -481,7 +512,14 @@ async fn process(
             records,
             now: topics::timestamp::now(),
         };
-        let decision = decide(command, &view);
+        let mut decision = decide(command, &view);
+        let oldest = topics::timestamp::before_now(limits.age);
+        let loaded = streams::Loaded {
+            stream: stream.as_ref(),
+            history: history.as_deref(),
+            oldest: &oldest,
+        };
+        streams::assign(&mut decision, command, loaded, *limits, &view.now);
         let writes_campaign = decision
             .writes
             .iter()
@@ -515,7 +553,10 @@ async fn process(
                         document.clone(),
                     );
                 }
-                Write::InsertDonation(_) | Write::UpdateDonation(_) | Write::OutcomeAlias(_) => {}
+                Write::InsertDonation(_)
+                | Write::UpdateDonation(_)
+                | Write::OutcomeAlias(_)
+                | Write::AppendHistory { .. } => {}
             }
         }
         let body = serde_json::to_value(&outcome)

@@ -20,6 +20,8 @@
 //!   heartbeats (`fold`, pure) by the owner of its command partition.
 //! - `jobs`: work done beside the command partitions (a `complex_calculation`), read from
 //!   the jobs topic, its result put back on the command topic.
+//! - `streams`: topic streams: each broadcast's position, the history kept for recovery, a
+//!   join's recovery of what its client missed.
 //! - `runner`: the IO shell: consume, hand each partition's commands to its worker, commit.
 //! - `metrics`: [`ProcessorMetrics`], the Prometheus metrics of the runner (and
 //!   [`PriceFeedMetrics`], those of the price feed).
@@ -34,6 +36,7 @@ mod metrics;
 mod money;
 mod prices;
 mod runner;
+mod streams;
 #[cfg(test)]
 mod testing;
 
@@ -42,3 +45,4 @@ pub use decision::{Decision, Needs, NewBroadcast, Outcome, RecordsNeeded, UserRe
 pub use metrics::{PriceFeedMetrics, ProcessorMetrics};
 pub use prices::{FeedUrl, FeedUrlError, PriceFeedConfig, PriceMissing, Quote};
 pub use runner::{run, RunnerConfig, RunnerError};
+pub use streams::HistoryLimits;

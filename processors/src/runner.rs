@@ -55,6 +55,8 @@ pub struct RunnerConfig {
     /// The price feed `calculate_nisab` and `calculate_zakat` ask when a client gives no
     /// prices (none by default), and its circuit breaker.
     pub prices: PriceFeedConfig,
+    /// How much history each topic keeps, and for how long, for clients to recover.
+    pub history: crate::streams::HistoryLimits,
 }
 
 impl Default for RunnerConfig {
@@ -67,6 +69,7 @@ impl Default for RunnerConfig {
             partitions: None,
             lease: Duration::from_secs(10),
             prices: PriceFeedConfig::default(),
+            history: crate::streams::HistoryLimits::default(),
         }
     }
 }
@@ -132,6 +135,7 @@ pub async fn run(
         log,
         store,
         prices,
+        history: config.history,
         metrics,
         shutdown: shutdown.clone(),
         retry_initial: config.retry_initial,

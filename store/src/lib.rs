@@ -34,7 +34,8 @@ use batch::plan_batch;
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 pub use model::{
-    Campaign, Document, Donation, DonationStatus, Position, Presence, PresenceFilter, Visibility,
+    Campaign, Document, Donation, DonationStatus, HistoryEntry, Position, Presence, PresenceFilter,
+    Visibility,
 };
 // `self::`: the module shares its name with the driver crate.
 #[cfg(feature = "scylla")]
@@ -91,6 +92,14 @@ pub enum Write {
     UpdateDonation(Donation),
     /// Insert or replace a document by its kind and id.
     PutDocument(Document),
+    /// Keep a broadcast in its topic's history (idempotent by topic and offset), dropping the
+    /// topic's entries `keep` or more offsets older where the backend prunes by count.
+    AppendHistory {
+        /// The entry.
+        entry: HistoryEntry,
+        /// How many of the topic's newest entries to keep.
+        keep: u64,
+    },
     /// Track a presence (and remember that its connector has presences on its topic).
     Track(Presence),
     /// Stop tracking a presence.
@@ -182,6 +191,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         owner: &str,
         limit: usize,
     ) -> Result<Vec<Document>, StoreError>;
+
+    /// The entries of `topic`'s history after `after`, oldest first, at most `limit`.
+    async fn history(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// The outcome stored when `command_id` was applied, if it was.
     async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError>;

@@ -132,6 +132,21 @@ impl DonationStatus {
     }
 }
 
+/// One broadcast kept in its topic's history, so a client that missed it can recover it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The channel topic.
+    pub topic: String,
+    /// Its offset in the topic's stream.
+    pub offset: u64,
+    /// The stream's epoch when it was made.
+    pub epoch: String,
+    /// When it was made (RFC 3339), for the history's age limit.
+    pub at: String,
+    /// The broadcast itself.
+    pub broadcast: serde_json::Value,
+}
+
 /// A domain record that needs no table of its own: a zakat calculation, a waqf, a report, an
 /// import's progress. Read by `(kind, id)`, listed by `(kind, owner)` newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

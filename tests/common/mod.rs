@@ -113,6 +113,18 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A broadcast's payload without its stream position, after checking it has a well-formed
+/// one (positions depend on the run). Returns the offset too.
+pub fn unpositioned(mut payload: Value) -> (Value, u64) {
+    let position = payload
+        .as_object_mut()
+        .and_then(|p| p.remove("position"))
+        .unwrap_or_else(|| panic!("a broadcast carries its position: {payload}"));
+    assert!(position["epoch"].is_string(), "{position}");
+    let offset = position["offset"].as_u64().expect("an offset");
+    (payload, offset)
+}
+
 /// Mints a token for `sub` with `roles`, valid for an hour.
 pub fn token(sub: &str, roles: &[&str]) -> String {
     token_with(sub, roles, 3600, SECRET)

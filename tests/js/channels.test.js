@@ -1,7 +1,7 @@
 // The official phoenix client (npm `phoenix`) against a real fawkes server.
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, mintToken, connect, closeAll, opened, join, push, collect, sleep } from "./helpers.js";
+import { startServer, mintToken, connect, closeAll, opened, join, push, collect, sleep, unpositioned } from "./helpers.js";
 
 let server;
 before(async () => {
@@ -153,14 +153,14 @@ test("update_goal is for organizers and admins, and one donation can cross sever
   const updated = await push(organizer, "update_goal", { new_goal: "2000" });
   assert.equal(updated.status, "ok");
   assert.equal(updated.response.campaign.goal, "2000.00");
-  assert.deepEqual(await goals.next(), { new_goal: "2000.00" });
+  assert.deepEqual(unpositioned(await goals.next()), { new_goal: "2000.00" });
   const byAdmin = await push((await join(admin, topic)).channel, "update_goal", { new_goal: "1000" });
   assert.equal(byAdmin.status, "ok");
 
   // 800 of 1000 crosses 25, 50 and 75 % with one donation, in ascending order.
   assert.equal((await push(other, "new_donation", { amount: "800", donor_name: "Big" })).status, "ok");
   for (const expected of [25, 50, 75]) {
-    assert.deepEqual(await milestones.next(), { campaign_id: created.response.campaign.id, milestone: expected });
+    assert.deepEqual(unpositioned(await milestones.next()), { campaign_id: created.response.campaign.id, milestone: expected });
     assert.equal((await lobbyMilestones.next()).milestone, expected);
   }
   assert.equal((await push(other, "new_donation", { amount: "100", donor_name: "Small" })).status, "ok");

@@ -1,3 +1,4 @@
+import assert from "node:assert/strict";
 // Test helpers: start a real `fawkes dev` on port 0 in a temporary data directory, mint
 // tokens the way a host application would (HS256 with the shared secret), and wrap the
 // official phoenix client's callbacks in promises.
@@ -247,6 +248,15 @@ export function collect(channel, event) {
     },
     pending: () => seen.length,
   };
+}
+
+// A broadcast's payload without its stream position (checked to be well formed first):
+// positions depend on the run.
+export function unpositioned(payload) {
+  const { position, ...rest } = payload;
+  assert.equal(typeof position?.epoch, "string", `a position in ${JSON.stringify(payload)}`);
+  assert.equal(typeof position?.offset, "number");
+  return rest;
 }
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

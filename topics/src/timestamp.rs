@@ -11,6 +11,17 @@ pub fn now() -> String {
     format(Utc::now())
 }
 
+/// The time `ago` before now in the log's format (texts in this format order as their
+/// instants do, so a stamp older than this compares less).
+pub fn before_now(ago: std::time::Duration) -> String {
+    let ago = chrono::Duration::from_std(ago).unwrap_or(chrono::Duration::MAX);
+    format(
+        Utc::now()
+            .checked_sub_signed(ago)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+    )
+}
+
 /// `at` in the log's format.
 pub fn format(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -135,6 +135,7 @@ pub fn decide(command: &Command, view: &View) -> Decision {
             Route::UserScoped {
                 family: IMPORTS, ..
             } if event == imports::ROW_DONE => imports::row_done(payload, view),
+            _ if event == crate::streams::RELAY => crate::streams::relayed(payload),
             Route::Zakat(user) if event == zakat::complex::DONE => {
                 zakat::complex::done(payload, &user, view)
             }

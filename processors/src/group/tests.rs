@@ -1,5 +1,6 @@
 use super::*;
 use crate::channels::test_support::{claims, event};
+use crate::streams::HistoryLimits;
 use crate::testing::{from_start, next, seeded};
 use bytes::Bytes;
 use serde_json::json;
@@ -35,9 +36,15 @@ async fn group_of(log: &dyn Log, store: &dyn Store, commands: &[Command], first:
         .map(|(c, offset)| record(c, offset))
         .collect();
     let group: Vec<(Command, &Record)> = commands.iter().cloned().zip(records.iter()).collect();
-    let (_, pending) = process(log, store, &PriceFeed::none(), &group)
-        .await
-        .expect("processed");
+    let (_, pending) = process(
+        log,
+        store,
+        &PriceFeed::none(),
+        &HistoryLimits::default(),
+        &group,
+    )
+    .await
+    .expect("processed");
     pending.await.expect("sent");
 }
 
@@ -105,7 +112,14 @@ async fn a_command_under_the_fence_is_answered_not_applied() {
     // stored under this id, so it is a lost outcome, not a second donation.
     let records = [record(&again, 12)];
     let group = [(again, &records[0])];
-    let result = process(&*log, &store, &PriceFeed::none(), &group).await;
+    let result = process(
+        &*log,
+        &store,
+        &PriceFeed::none(),
+        &HistoryLimits::default(),
+        &group,
+    )
+    .await;
     assert!(matches!(result, Err(AttemptError::LostOutcome(_))));
     let campaign = store.campaign("1").await.expect("read").expect("exists");
     assert_eq!(campaign.donation_count, 1);
@@ -164,9 +178,15 @@ async fn a_command_under_the_fence_that_wrote_no_campaign_is_decided_again() {
     );
     let records = [record(&join, 0)];
     let group = [(join, &records[0])];
-    let (results, pending) = process(&*log, &store, &PriceFeed::none(), &group)
-        .await
-        .expect("decided");
+    let (results, pending) = process(
+        &*log,
+        &store,
+        &PriceFeed::none(),
+        &HistoryLimits::default(),
+        &group,
+    )
+    .await
+    .expect("decided");
     pending.await.expect("sent");
     assert_eq!(results, ["applied"], "its presence is tracked");
     let campaign = store.campaign("1").await.expect("read").expect("exists");
@@ -365,6 +385,14 @@ impl Store for DonationsLate {
     }
     async fn outcome(&self, id: &str) -> Result<Option<Value>, StoreError> {
         self.inner.outcome(id).await
+    }
+    async fn history(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<store::HistoryEntry>, StoreError> {
+        self.inner.history(topic, after, limit).await
     }
     async fn settle(&self, _campaign: &str, partition: u32) -> Result<(), StoreError> {
         self.unfinished

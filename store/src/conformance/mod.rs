@@ -55,6 +55,7 @@ pub async fn run_all<S: Store>(store: &S) {
     outcome_aliases_answer_retries(store, &run).await;
     records::documents_round_trip(store, &run).await;
     records::donations_by_id_and_by_user(store, &run).await;
+    records::history_reads_back_in_order_after_an_offset(store, &run).await;
 }
 
 /// An outcome stored under an alias (a client's idempotency key) reads back under it.

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{donation, sample_campaign};
-use crate::{Document, DonationStatus, Store, Write};
+use crate::{Document, DonationStatus, HistoryEntry, Store, Write};
 
 fn document(kind: &str, id: &str, owner: &str, at: &str) -> Document {
     Document {
@@ -174,4 +174,60 @@ pub(crate) async fn donations_by_id_and_by_user<S: Store>(store: &S, run: &str) 
         store.user_donations(&user, 2026, 10).await.expect("list"),
         vec![ids[2].clone(), rejected]
     );
+}
+
+/// A topic's history reads back oldest first after a given offset, across the backends'
+/// partitions (over 1,000 offsets), idempotent by offset; topics never mix.
+pub(crate) async fn history_reads_back_in_order_after_an_offset<S: Store>(store: &S, run: &str) {
+    let topic = format!("{run}-topic");
+    let entry = |offset: u64| HistoryEntry {
+        topic: topic.clone(),
+        offset,
+        epoch: "e".into(),
+        at: "2026-01-01T00:00:00Z".into(),
+        broadcast: json!({"offset": offset}),
+    };
+    let offsets: Vec<u64> = (990..=1010).collect();
+    let writes: Vec<Write> = offsets
+        .iter()
+        .map(|o| Write::AppendHistory {
+            entry: entry(*o),
+            keep: 10_000,
+        })
+        .collect();
+    store
+        .apply(&format!("{run}-history"), &writes, &json!({}))
+        .await
+        .expect("apply");
+    // The same entry again changes nothing.
+    store
+        .apply(
+            &format!("{run}-history-again"),
+            &[Write::AppendHistory {
+                entry: entry(995),
+                keep: 10_000,
+            }],
+            &json!({}),
+        )
+        .await
+        .expect("apply");
+    let read = store.history(&topic, 994, 100).await.expect("read");
+    let read: Vec<u64> = read.iter().map(|e| e.offset).collect();
+    assert_eq!(
+        read,
+        (995..=1010).collect::<Vec<_>>(),
+        "in order across 1000"
+    );
+    let some = store.history(&topic, 998, 3).await.expect("read");
+    assert_eq!(some, vec![entry(999), entry(1000), entry(1001)]);
+    assert!(store
+        .history(&topic, 1010, 10)
+        .await
+        .expect("read")
+        .is_empty());
+    assert!(store
+        .history(&format!("{run}-other"), 0, 10)
+        .await
+        .expect("read")
+        .is_empty());
 }

@@ -21,8 +21,8 @@ use schema::{add_donation_owners, add_outcome_ages, now_ms, prune_outcomes, PRUN
 use writes::{apply_write, put_campaign};
 
 use crate::{
-    plan_batch, Applied, Campaign, Decided, Document, Donation, Presence, PresenceFilter, Store,
-    StoreError, Write,
+    plan_batch, Applied, Campaign, Decided, Document, Donation, HistoryEntry, Presence,
+    PresenceFilter, Store, StoreError, Write,
 };
 
 const OUTCOME_SQL: &str = "SELECT outcome FROM processed_commands WHERE command_id = ?1";
@@ -232,6 +232,32 @@ impl Store for EmbeddedStore {
         let command_id = command_id.to_owned();
         self.with_conn(move |conn| read_json(conn, OUTCOME_SQL, &command_id))
             .await
+    }
+
+    async fn history(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let topic = topic.to_owned();
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM history WHERE topic = ?1 AND offset > ?2
+                     ORDER BY offset LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![topic, after, limit as i64], |row| {
+                    row.get::<_, String>(0)
+                })
+                .map_err(unavailable)?;
+            rows.map(|body| serde_json::from_str(&body.map_err(unavailable)?).map_err(corrupt))
+                .collect()
+        })
+        .await
     }
 
     async fn outcomes(&self, command_ids: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {

@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS documents (
     PRIMARY KEY (kind, id)
 );
 CREATE INDEX IF NOT EXISTS documents_by_owner ON documents (kind, owner, created_at);
+CREATE TABLE IF NOT EXISTS history (
+    topic TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (topic, offset)
+);
 CREATE TABLE IF NOT EXISTS presence_topics (
     connector_id TEXT NOT NULL,
     topic TEXT NOT NULL,

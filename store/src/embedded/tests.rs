@@ -71,3 +71,33 @@ async fn a_store_from_before_outcome_ages_opens_and_keeps_its_outcomes() {
         Some(serde_json::json!({"kept": true}))
     );
 }
+
+#[tokio::test]
+async fn a_topics_history_keeps_its_newest_entries_only() {
+    let (_dir, store) = fresh().await;
+    for offset in 1..=20u64 {
+        let entry = crate::HistoryEntry {
+            topic: "t".into(),
+            offset,
+            epoch: "e".into(),
+            at: "2026-01-01T00:00:00Z".into(),
+            broadcast: serde_json::json!({}),
+        };
+        store
+            .apply(
+                &format!("h{offset}"),
+                &[Write::AppendHistory { entry, keep: 5 }],
+                &serde_json::json!({}),
+            )
+            .await
+            .expect("apply");
+    }
+    let kept: Vec<u64> = store
+        .history("t", 0, 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.offset)
+        .collect();
+    assert_eq!(kept, vec![16, 17, 18, 19, 20]);
+}

@@ -64,6 +64,22 @@ pub(super) fn apply_write(tx: &rusqlite::Transaction<'_>, write: &Write) -> Resu
             )
             .map_err(unavailable)?;
         }
+        Write::AppendHistory { entry, keep } => {
+            let body = serde_json::to_string(entry).map_err(corrupt)?;
+            let offset = i64::try_from(entry.offset).unwrap_or(i64::MAX);
+            tx.execute(
+                "INSERT INTO history (topic, offset, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                params![entry.topic, offset, body],
+            )
+            .map_err(unavailable)?;
+            let oldest_kept = offset.saturating_sub(i64::try_from(*keep).unwrap_or(i64::MAX));
+            tx.execute(
+                "DELETE FROM history WHERE topic = ?1 AND offset <= ?2",
+                params![entry.topic, oldest_kept],
+            )
+            .map_err(unavailable)?;
+        }
         Write::PutDocument(document) => {
             let body = serde_json::to_string(document).map_err(corrupt)?;
             tx.execute(

@@ -26,6 +26,8 @@ struct State {
     presence_by_connector: BTreeMap<String, std::collections::BTreeSet<String>>,
     presence_connectors: std::collections::BTreeSet<String>,
     records: HashMap<(String, String), String>,
+    /// (topic, bucket) → offset → body.
+    history: HashMap<(String, i64), BTreeMap<i64, String>>,
     /// (kind, owner) → (created_at, id) → body.
     listed: HashMap<(String, String), BTreeMap<(String, String), String>>,
 }
@@ -359,6 +361,44 @@ impl Tables for Model {
         self.write(|s| {
             s.records
                 .insert((kind.to_owned(), id.to_owned()), body.to_owned());
+        })
+        .await
+    }
+
+    async fn put_history(
+        &self,
+        topic: &str,
+        bucket: i64,
+        offset: i64,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.write(|s| {
+            s.history
+                .entry((topic.to_owned(), bucket))
+                .or_default()
+                .insert(offset, body.to_owned());
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        topic: &str,
+        bucket: i64,
+        after: i64,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError> {
+        let limit = usize::try_from(limit).unwrap_or_default();
+        self.read(|s| {
+            s.history
+                .get(&(topic.to_owned(), bucket))
+                .map(|rows| {
+                    rows.range(after.saturating_add(1)..)
+                        .take(limit)
+                        .map(|(_, body)| body.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
         })
         .await
     }

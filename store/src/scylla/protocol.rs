@@ -24,8 +24,8 @@ use serde_json::Value;
 use super::plan::{bucket_of, campaign_cas, corrupt, donation_seq, pending_commands};
 use super::tables::{Listed, Tables};
 use crate::{
-    plan_batch, Applied, Campaign, Decided, Document, Donation, Presence, PresenceFilter, Store,
-    StoreError, Write,
+    plan_batch, Applied, Campaign, Decided, Document, Donation, HistoryEntry, Presence,
+    PresenceFilter, Store, StoreError, Write,
 };
 
 /// The store protocol over the tables `T`.
@@ -78,6 +78,14 @@ impl<T: Tables> Protocol<T> {
                         )
                         .await?;
                     self.index_donation(donation, index.bucket, index.seq, &body)
+                        .await?;
+                }
+                Write::AppendHistory { entry, .. } => {
+                    // Bounded by the table's time to live and the read's limit, not by count.
+                    let body = serde_json::to_string(entry).map_err(corrupt)?;
+                    let offset = i64::try_from(entry.offset).map_err(corrupt)?;
+                    self.tables
+                        .put_history(&entry.topic, history_bucket(entry.offset), offset, &body)
                         .await?;
                 }
                 Write::PutDocument(document) => {
@@ -197,6 +205,14 @@ fn replaced(writes: &[Write], untracked: &Presence) -> bool {
     })
 }
 
+/// Offsets per partition of the `history` table.
+const HISTORY_BUCKET: u64 = 1000;
+
+/// The `history` partition of `offset`.
+fn history_bucket(offset: u64) -> i64 {
+    i64::try_from(offset / HISTORY_BUCKET).unwrap_or(i64::MAX)
+}
+
 /// The `records` kind of the donation index. Document kinds starting with `fawkes.` are the
 /// store's own.
 const DONATION_INDEX: &str = "fawkes.donation";
@@ -291,6 +307,33 @@ impl<T: Tables> Store for Protocol<T> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let bodies = self.tables.listed(kind, owner, limit).await?;
         bodies.iter().map(|body| parse(body)).collect()
+    }
+
+    async fn history(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut found: Vec<HistoryEntry> = Vec::new();
+        let mut bucket = history_bucket(after.saturating_add(1));
+        let mut from = i64::try_from(after).unwrap_or(i64::MAX);
+        while found.len() < limit {
+            let wanted = i32::try_from(limit - found.len()).unwrap_or(i32::MAX);
+            let bodies = self.tables.history(topic, bucket, from, wanted).await?;
+            if bodies.is_empty() {
+                return Ok(found);
+            }
+            for body in bodies {
+                found.push(parse(&body)?);
+            }
+            // A bucket read to its end: the next one starts after its last offset.
+            from = found
+                .last()
+                .map_or(from, |e| i64::try_from(e.offset).unwrap_or(i64::MAX));
+            bucket += 1;
+        }
+        Ok(found)
     }
 
     async fn outcomes(&self, command_ids: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {

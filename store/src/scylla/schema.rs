@@ -2,7 +2,7 @@
 //! applies. Pure text work, so `fawkes schema print` needs no driver.
 
 /// The schema files, in the order they are applied.
-const SCHEMA_FILES: [(&str, &str); 4] = [
+const SCHEMA_FILES: [(&str, &str); 5] = [
     (
         "001_keyspace.cql",
         include_str!("../../../infra/cql/001_keyspace.cql"),
@@ -18,6 +18,10 @@ const SCHEMA_FILES: [(&str, &str); 4] = [
     (
         "004_records.cql",
         include_str!("../../../infra/cql/004_records.cql"),
+    ),
+    (
+        "005_history.cql",
+        include_str!("../../../infra/cql/005_history.cql"),
     ),
 ];
 
@@ -90,7 +94,7 @@ mod tests {
     fn schema_statements_substitute_and_split() {
         let statements =
             schema_statements("fk", "{'class': 'SimpleStrategy', 'replication_factor': 1}");
-        assert_eq!(statements.len(), 12, "{statements:#?}");
+        assert_eq!(statements.len(), 13, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS fk"));
         assert!(statements[0].contains("'replication_factor': 1"));
         for statement in &statements {

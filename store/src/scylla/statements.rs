@@ -40,10 +40,12 @@ pub(super) struct Statements {
     pub(super) record: PreparedStatement,
     pub(super) put_listed: PreparedStatement,
     pub(super) listed: PreparedStatement,
+    pub(super) put_history: PreparedStatement,
+    pub(super) history: PreparedStatement,
 }
 
 /// The CQL of every statement, with `{keyspace}` to substitute.
-pub(super) const CQL: [(&str, &str); 27] = [
+pub(super) const CQL: [(&str, &str); 29] = [
     ("campaign", "SELECT body, version, pending FROM {keyspace}.campaigns WHERE id = ?"),
     (
         "create_campaign",
@@ -125,6 +127,14 @@ pub(super) const CQL: [(&str, &str); 27] = [
         "listed",
         "SELECT body FROM {keyspace}.records_by_owner WHERE kind = ? AND owner = ? LIMIT ?",
     ),
+    (
+        "put_history",
+        "INSERT INTO {keyspace}.history (topic, bucket, offset, body) VALUES (?, ?, ?, ?)",
+    ),
+    (
+        "history",
+        "SELECT body FROM {keyspace}.history WHERE topic = ? AND bucket = ? AND offset > ? LIMIT ?",
+    ),
 ];
 
 impl Statements {
@@ -178,6 +188,8 @@ impl Statements {
             record: take("record")?,
             put_listed: take("put_listed")?,
             listed: take("listed")?,
+            put_history: take("put_history")?,
+            history: take("history")?,
         })
     }
 }

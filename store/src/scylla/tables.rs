@@ -150,6 +150,25 @@ pub(crate) trait Tables: Send + Sync + std::fmt::Debug + 'static {
     /// last write wins.
     async fn put_listed(&self, listed: &Listed<'_>) -> Result<(), StoreError>;
 
+    /// `INSERT INTO history (topic, bucket, offset, body)`: idempotent.
+    async fn put_history(
+        &self,
+        topic: &str,
+        bucket: i64,
+        offset: i64,
+        body: &str,
+    ) -> Result<(), StoreError>;
+
+    /// `SELECT body FROM history WHERE topic = ? AND bucket = ? AND offset > ? LIMIT ?`,
+    /// oldest first.
+    async fn history(
+        &self,
+        topic: &str,
+        bucket: i64,
+        after: i64,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// `SELECT body FROM records_by_owner WHERE kind = ? AND owner = ? LIMIT ?`, newest first.
     async fn listed(&self, kind: &str, owner: &str, limit: i32) -> Result<Vec<String>, StoreError>;
 }

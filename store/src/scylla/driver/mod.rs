@@ -20,7 +20,8 @@ use super::schema::without_tablets;
 use super::statements::Statements;
 use super::{schema_statements, ScyllaConfig};
 use crate::{
-    Applied, Campaign, Decided, Document, Donation, Presence, PresenceFilter, Store, StoreError,
+    Applied, Campaign, Decided, Document, Donation, HistoryEntry, Presence, PresenceFilter, Store,
+    StoreError,
 };
 
 /// The cluster could not be reached or refused: worth retrying.
@@ -283,6 +284,15 @@ impl Store for ScyllaStore {
 
     async fn outcome(&self, command_id: &str) -> Result<Option<Value>, StoreError> {
         self.protocol.outcome(command_id).await
+    }
+
+    async fn history(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.protocol.history(topic, after, limit).await
     }
 
     async fn outcomes(&self, command_ids: &[&str]) -> Result<Vec<Option<Value>>, StoreError> {

@@ -222,6 +222,28 @@ impl Tables for CqlTables {
             .await
     }
 
+    async fn put_history(
+        &self,
+        topic: &str,
+        bucket: i64,
+        offset: i64,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.run(&self.statements.put_history, (topic, bucket, offset, body))
+            .await
+    }
+
+    async fn history(
+        &self,
+        topic: &str,
+        bucket: i64,
+        after: i64,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.rows(&self.statements.history, (topic, bucket, after, limit))
+            .await
+    }
+
     async fn record(&self, kind: &str, id: &str) -> Result<Option<String>, StoreError> {
         let row = self.first_row(&self.statements.record, (kind, id)).await?;
         Ok(row.and_then(|row| text(&row, 0)))
