@@ -47,6 +47,7 @@ pub async fn run(
             .prices
             .config()
             .map_err(|p| anyhow::anyhow!(p.join("; ")))?,
+        history: args.history.limits(),
         ..RunnerConfig::default()
     };
     let mut runner = tokio::spawn(processors::run(

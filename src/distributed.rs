@@ -161,6 +161,7 @@ pub async fn processor(
         partitions: args.partitions.clone().map(|p| p.0),
         lease: args.presence_lease,
         prices,
+        history: args.history.limits(),
         ..RunnerConfig::default()
     };
     let ran = processors::run(config, log.clone(), store, metrics, shutdown.clone()).await;
