@@ -299,7 +299,11 @@ impl DevArgs {
 pub struct HistoryArgs {
     /// Newest broadcasts kept per topic; a client further behind is told it was not
     /// recovered (and refetches state).
-    #[arg(long = "history-size", env = "FAWKES_HISTORY_SIZE", default_value_t = 1000)]
+    #[arg(
+        long = "history-size",
+        env = "FAWKES_HISTORY_SIZE",
+        default_value_t = 1000
+    )]
     pub size: u64,
     /// How long a client may be away and still recover what it missed, e.g. 1h or 90s.
     #[arg(long = "history-age", env = "FAWKES_HISTORY_AGE", default_value = "1h", value_parser = parse_ttl)]

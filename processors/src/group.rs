@@ -318,6 +318,15 @@ impl Group {
         if self.unstored.is_empty() {
             return Ok(());
         }
+        // A document written again later in the group (a topic's stream, at every broadcast)
+        // needs only its last write: the group's decisions read the folded one.
+        let mut last_written = HashSet::new();
+        for unstored in self.unstored.iter_mut().rev() {
+            unstored.writes.retain(|w| match w {
+                Write::PutDocument(d) => last_written.insert((d.kind.clone(), d.id.clone())),
+                _ => true,
+            });
+        }
         let batch: Vec<Decided<'_>> = self
             .unstored
             .iter()

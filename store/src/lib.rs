@@ -93,7 +93,8 @@ pub enum Write {
     /// Insert or replace a document by its kind and id.
     PutDocument(Document),
     /// Keep a broadcast in its topic's history (idempotent by topic and offset), dropping the
-    /// topic's entries `keep` or more offsets older where the backend prunes by count.
+    /// topic's entries `keep` or more offsets older where the backend prunes by count (the
+    /// embedded store, every 64 entries: at most `keep` + 64 are kept).
     AppendHistory {
         /// The entry.
         entry: HistoryEntry,

@@ -5,6 +5,9 @@ use rusqlite::params;
 use super::{corrupt, unavailable};
 use crate::{Campaign, StoreError, Write};
 
+/// A topic's history is cut back to its `keep` newest entries once every this many entries.
+const HISTORY_PRUNE_EVERY: u64 = 64;
+
 /// A campaign's compare-and-set: created at version 1 if new (version 0), else replaced if
 /// its stored version is still the one it was based on. Dropping the transaction after a
 /// conflict rolls back everything before it.
@@ -73,12 +76,15 @@ pub(super) fn apply_write(tx: &rusqlite::Transaction<'_>, write: &Write) -> Resu
                 params![entry.topic, offset, body],
             )
             .map_err(unavailable)?;
-            let oldest_kept = offset.saturating_sub(i64::try_from(*keep).unwrap_or(i64::MAX));
-            tx.execute(
-                "DELETE FROM history WHERE topic = ?1 AND offset <= ?2",
-                params![entry.topic, oldest_kept],
-            )
-            .map_err(unavailable)?;
+            // Pruned every so many entries, not at each: one indexed delete per 64 broadcasts.
+            if entry.offset % HISTORY_PRUNE_EVERY == 0 {
+                let oldest_kept = offset.saturating_sub(i64::try_from(*keep).unwrap_or(i64::MAX));
+                tx.execute(
+                    "DELETE FROM history WHERE topic = ?1 AND offset <= ?2",
+                    params![entry.topic, oldest_kept],
+                )
+                .map_err(unavailable)?;
+            }
         }
         Write::PutDocument(document) => {
             let body = serde_json::to_string(document).map_err(corrupt)?;
