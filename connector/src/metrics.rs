@@ -205,3 +205,46 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connector metric is in docs/METRICS.md's connector table, so the document cannot
+    /// fall behind the code.
+    #[test]
+    fn every_metric_is_documented() {
+        let metrics = Metrics::new(Registry::new());
+        // Vectors show up only once they have a series.
+        for vec in [
+            &metrics.connections_refused,
+            &metrics.joins,
+            &metrics.replies,
+            &metrics.frames_rejected,
+            &metrics.longpoll_sessions_ended,
+            &metrics.longpoll_relayed,
+        ] {
+            vec.with_label_values(&["x"]).inc();
+        }
+        metrics
+            .longpoll_requests
+            .with_label_values(&["GET", "200"])
+            .inc();
+        metrics.log.failed("ping", &eventlog::LogError::Closed);
+        let docs = include_str!("../../docs/METRICS.md");
+        let connectors = docs.split("## Processors").next().unwrap_or_default();
+        let names: Vec<String> = metrics
+            .registry
+            .gather()
+            .iter()
+            .map(|family| family.name().to_owned())
+            .collect();
+        assert!(names.len() >= 20, "{names:?}");
+        for name in names {
+            assert!(
+                connectors.contains(&format!("| `{name}` |")),
+                "{name} is not in docs/METRICS.md"
+            );
+        }
+    }
+}
