@@ -398,7 +398,7 @@ async fn the_auth_token_header_and_the_user_param_identify_the_client() {
         params: String::new(),
         token: body["token"].as_str().expect("token").into(),
     };
-    session.post(&[join.clone()]).await;
+    session.post(std::slice::from_ref(&join)).await;
     assert_eq!(
         replies_to(&session.frames().await, "1")[0][4]["status"],
         "ok"
@@ -533,7 +533,7 @@ async fn a_disconnected_user_and_a_client_that_stops_polling_lose_their_session(
     let heartbeat = frame(None, "1", "phoenix", "heartbeat", json!({}));
     let mut gone = false;
     for _ in 0..50 {
-        if session.post(&[heartbeat.clone()]).await == json!({"status": 410}) {
+        if session.post(std::slice::from_ref(&heartbeat)).await == json!({"status": 410}) {
             gone = true;
             break;
         }

@@ -163,7 +163,9 @@ async fn requests_alternating_between_two_connectors_reach_one_session() {
     let heartbeat = frame(None, "3", "phoenix", "heartbeat", json!({}));
     let started = Instant::now();
     assert_eq!(
-        session.post_at(at_b, &[heartbeat.clone()]).await,
+        session
+            .post_at(at_b, std::slice::from_ref(&heartbeat))
+            .await,
         json!({"status": 410})
     );
     assert!(
