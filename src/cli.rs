@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
-use connector::{AllowedOrigins, ConnectorConfig, JwtSecret};
+use connector::{ConnectorConfig, JwtSecret};
 use eventlog::{KafkaConfig, TopicPlacement};
 use processors::{FeedUrl, PriceFeedConfig};
 use store::{Consistency, ScyllaConfig};
+
+pub use crate::durations::parse_ttl;
+use crate::transport::TransportArgs;
 
 /// The secret `fawkes dev` uses when none is configured. Never for production.
 pub const DEV_JWT_SECRET: &str = "fawkes-development-secret-do-not-use-in-production";
@@ -138,10 +141,6 @@ pub enum SchemaAction {
     Print,
 }
 
-/// phoenix.js's long-poll request timeout (`longpollerTimeout`): a poll answered later is
-/// taken for a lost connection.
-const LONGPOLL_CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// The least part of the drain timeout left after the drain window.
 const DRAIN_AFTER_WINDOW: Duration = Duration::from_secs(2);
 
@@ -192,21 +191,9 @@ pub struct SocketArgs {
     /// abandoned. At least the drain window plus 2s.
     #[arg(long, env = "FAWKES_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_ttl)]
     pub drain_timeout: Duration,
-    /// Origins browser pages may connect from, comma-separated, as Phoenix's `check_origin`
-    /// list: `//example.com` (any scheme and port), `https://example.com` (that scheme and
-    /// its default port), `//example.com:8080`, `https://*.example.com`. Unset: any origin.
-    /// Checked on WebSocket handshakes (403) and every long-poll request (`{"status":403}`).
-    #[arg(long, env = "FAWKES_CHECK_ORIGIN")]
-    pub check_origin: Option<String>,
-    /// Long-poll window, e.g. 10s: a GET waits this long for messages (then 204), a POST this
-    /// long for each message to be processed (then 408); a session not polled for 1.5 windows
-    /// ends. Well under phoenix.js's 20 s request timeout.
-    #[arg(long, env = "FAWKES_LONGPOLL_WINDOW", default_value = "10s", value_parser = parse_ttl)]
-    pub longpoll_window: Duration,
-    /// How long a long-poll request relayed to the connector holding its session waits for a
-    /// first word from it, e.g. 2s; without one the session counts as gone.
-    #[arg(long, env = "FAWKES_LONGPOLL_RELAY_TIMEOUT", default_value = "2s", value_parser = parse_ttl)]
-    pub longpoll_relay_timeout: Duration,
+    /// The origin check and the long-poll transport.
+    #[command(flatten)]
+    pub transport: TransportArgs,
 }
 
 impl SocketArgs {
@@ -244,31 +231,8 @@ impl SocketArgs {
         if self.jwt_secret.as_deref() == Some("") {
             problems.push("FAWKES_JWT_SECRET is set but empty".to_owned());
         }
-        if let Err(problem) = self.allowed_origins() {
-            problems.push(problem);
-        }
-        if self.longpoll_window < Duration::from_millis(100) {
-            problems.push("FAWKES_LONGPOLL_WINDOW must be at least 100ms".to_owned());
-        }
-        if self.longpoll_relay_timeout < Duration::from_millis(100) {
-            problems.push("FAWKES_LONGPOLL_RELAY_TIMEOUT must be at least 100ms".to_owned());
-        }
-        if self.longpoll_window + self.longpoll_relay_timeout * 2 >= LONGPOLL_CLIENT_TIMEOUT {
-            problems.push(format!(
-                "FAWKES_LONGPOLL_WINDOW plus twice FAWKES_LONGPOLL_RELAY_TIMEOUT must stay under \
-                 {}s, phoenix.js's long-poll request timeout (a relayed poll may take that long)",
-                LONGPOLL_CLIENT_TIMEOUT.as_secs()
-            ));
-        }
+        problems.extend(self.transport.problems());
         problems
-    }
-
-    /// The allowed origins, when `--check-origin` is set.
-    pub fn allowed_origins(&self) -> Result<Option<AllowedOrigins>, String> {
-        self.check_origin
-            .as_deref()
-            .map(AllowedOrigins::parse)
-            .transpose()
     }
 
     /// The connector settings these arguments describe.
@@ -284,10 +248,7 @@ impl SocketArgs {
         config.reply_timeout = self.reply_timeout;
         config.drain_window = self.drain_window;
         config.drain_timeout = self.drain_timeout;
-        // `problems` refused an invalid list before a connector is configured.
-        config.check_origin = self.allowed_origins().unwrap_or_default();
-        config.longpoll_window = self.longpoll_window;
-        config.longpoll_relay_timeout = self.longpoll_relay_timeout;
+        self.transport.apply(&mut config);
         config
     }
 }
@@ -604,29 +565,6 @@ pub fn parse_partitions(text: &str) -> Result<Partitions, String> {
         return Err("no partitions given".to_owned());
     }
     Ok(Partitions(partitions))
-}
-
-/// Parses a lifetime such as `500ms`, `90s`, `15m`, `1h` or `7d`.
-pub fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a lifetime like 90s, 15m, 1h or 7d"))?;
-    if unit == "ms" {
-        return Ok(Duration::from_millis(number));
-    }
-    let seconds = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{unit}` is not a unit: use ms, s, m, h or d")),
-    };
-    Ok(Duration::from_secs(number.saturating_mul(seconds)))
 }
 
 #[cfg(test)]
