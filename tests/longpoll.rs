@@ -563,3 +563,42 @@ async fn a_disconnected_user_and_a_client_that_stops_polling_lose_their_session(
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_draining_connector_sends_shutdown_notice_to_a_held_poll_then_refuses_new_sessions() {
+    let (server, _dir) = server(&["--longpoll-window", "5s"]).await;
+    let addr = server.addr;
+    let session = Session::open(addr, "").await;
+    session
+        .post(&[frame(Some("1"), "1", LOBBY, "phx_join", json!({}))])
+        .await;
+    assert_eq!(
+        replies_to(&session.frames().await, "1")[0][4]["status"],
+        "ok"
+    );
+    // A poll is held when the shutdown starts: it is answered with the notice on the joined
+    // channel, and the session ends (as a WebSocket is closed with 1012 after it).
+    let held = tokio::spawn({
+        let session = Session {
+            addr,
+            params: String::new(),
+            token: session.token.clone(),
+        };
+        async move { session.get().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(server.stop());
+    let body = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("answered during the drain")
+        .expect("poll task");
+    assert_eq!(body["status"], 200, "{body}");
+    let frames = parse_messages(&body);
+    let notice = frames
+        .iter()
+        .find(|f| f[3] == "shutdown_notice")
+        .expect("shutdown_notice");
+    assert_eq!(notice[0], "1", "on the joined channel, with its join_ref");
+    assert_eq!(notice[4]["reason"], "server shutting down");
+    stopping.await.expect("stopped");
+}
