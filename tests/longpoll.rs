@@ -602,3 +602,24 @@ async fn a_draining_connector_sends_shutdown_notice_to_a_held_poll_then_refuses_
     assert_eq!(notice[4]["reason"], "server shutting down");
     stopping.await.expect("stopped");
 }
+
+#[tokio::test]
+async fn v1_clients_post_one_json_object_and_read_objects_without_join_ref() {
+    let (server, _dir) = server(&[]).await;
+    let opened = request(server.addr, "GET", "/socket/longpoll?vsn=1.0.0", &[], b"").await;
+    let token = opened.json()["token"].as_str().expect("token").to_owned();
+    let target = format!("/socket/longpoll?vsn=1.0.0&token={token}");
+    let join = json!({"topic": LOBBY, "event": "phx_join", "payload": {}, "ref": "1"}).to_string();
+    let headers = [("content-type", "application/json")];
+    let answer = request(server.addr, "POST", &target, &headers, join.as_bytes()).await;
+    assert_eq!(answer.json(), json!({"status": 200}));
+    let body = request(server.addr, "GET", &target, &[], b"").await.json();
+    assert_eq!(body["status"], 200, "{body}");
+    let frames = parse_messages(&body);
+    assert_eq!(
+        frames[0],
+        json!({"topic": LOBBY, "event": "phx_reply", "ref": "1", "payload": {"status": "ok", "response": {}}}),
+        "V1: an object, never a join_ref"
+    );
+    server.stop().await;
+}
