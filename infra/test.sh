@@ -14,6 +14,16 @@ if ! command -v tansu >/dev/null 2>&1; then
   cargo install tansu --locked --features dynostore
 fi
 
+# Chromium: the browser the phoenix.js long-poll tests drive (tests/js/browser.test.js, through
+# playwright-core with Debian's build). FAWKES_CHROMIUM points at another binary.
+if [ -z "${FAWKES_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  log "installing Chromium (Debian package) for the browser tests"
+  sudo_if_needed=""
+  if [ "$(id -u)" -ne 0 ]; then sudo_if_needed="sudo"; fi
+  $sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq chromium >/dev/null
+fi
+
 log "installing the phoenix.js test client (tests/js, from package-lock.json)"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 

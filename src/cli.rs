@@ -12,6 +12,9 @@ use eventlog::{KafkaConfig, TopicPlacement};
 use processors::{FeedUrl, PriceFeedConfig};
 use store::{Consistency, ScyllaConfig};
 
+pub use crate::durations::parse_ttl;
+use crate::transport::TransportArgs;
+
 /// The secret `fawkes dev` uses when none is configured. Never for production.
 pub const DEV_JWT_SECRET: &str = "fawkes-development-secret-do-not-use-in-production";
 
@@ -188,6 +191,9 @@ pub struct SocketArgs {
     /// abandoned. At least the drain window plus 2s.
     #[arg(long, env = "FAWKES_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_ttl)]
     pub drain_timeout: Duration,
+    /// The origin check and the long-poll transport.
+    #[command(flatten)]
+    pub transport: TransportArgs,
 }
 
 impl SocketArgs {
@@ -225,6 +231,7 @@ impl SocketArgs {
         if self.jwt_secret.as_deref() == Some("") {
             problems.push("FAWKES_JWT_SECRET is set but empty".to_owned());
         }
+        problems.extend(self.transport.problems());
         problems
     }
 
@@ -241,6 +248,7 @@ impl SocketArgs {
         config.reply_timeout = self.reply_timeout;
         config.drain_window = self.drain_window;
         config.drain_timeout = self.drain_timeout;
+        self.transport.apply(&mut config);
         config
     }
 }
@@ -591,29 +599,6 @@ pub fn parse_partitions(text: &str) -> Result<Partitions, String> {
         return Err("no partitions given".to_owned());
     }
     Ok(Partitions(partitions))
-}
-
-/// Parses a lifetime such as `500ms`, `90s`, `15m`, `1h` or `7d`.
-pub fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a lifetime like 90s, 15m, 1h or 7d"))?;
-    if unit == "ms" {
-        return Ok(Duration::from_millis(number));
-    }
-    let seconds = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{unit}` is not a unit: use ms, s, m, h or d")),
-    };
-    Ok(Duration::from_secs(number.saturating_mul(seconds)))
 }
 
 #[cfg(test)]

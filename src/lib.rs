@@ -4,14 +4,18 @@
 //! - [`cli`]: the command line and its environment twins.
 //! - [`dev`]: `fawkes dev`, everything in one process on the embedded log and store.
 //! - [`distributed`]: `fawkes connector`, `processor` and `topics`, on Kafka.
+//! - [`durations`]: how settings write lengths of time.
 //! - [`seed`]: demo data.
 //! - [`token`]: `fawkes token`, development JWTs.
+//! - [`transport`]: the origin check's and the long-poll transport's settings.
 
 pub mod cli;
 pub mod dev;
 pub mod distributed;
+pub mod durations;
 pub mod seed;
 pub mod token;
+pub mod transport;
 
 /// A process-unique id with a readable prefix: `<prefix>-<12 random hex digits>-<ms since epoch>`.
 ///

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::ConnectorConfig;
 use crate::metrics::Metrics;
+use crate::polls::Polls;
 use crate::presence::Replicas;
 use crate::registry::{Registry, Sessions};
 
@@ -28,6 +29,8 @@ pub(crate) struct App {
     pub(crate) sessions: Arc<Sessions>,
     /// Presence replicas of the topics joined here.
     pub(crate) replicas: Arc<Replicas>,
+    /// Long-poll sessions homed here and relayed requests awaiting answers.
+    pub(crate) polls: Arc<Polls>,
     /// Prometheus metrics.
     pub(crate) metrics: Metrics,
     /// The next socket id to hand out.

@@ -52,6 +52,11 @@ impl JwtSecret {
     pub fn new(secret: impl Into<String>) -> Self {
         Self(secret.into())
     }
+
+    /// The secret's bytes, for keys derived from it (long-poll session tokens).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 impl fmt::Debug for JwtSecret {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::auth::JwtSecret;
+use crate::origin::AllowedOrigins;
 
 /// Everything a connector needs to run, with production defaults.
 #[derive(Debug, Clone)]
@@ -42,6 +43,18 @@ pub struct ConnectorConfig {
     /// client waits into phoenix.js's 10 s push timeout whatever the processors do (default
     /// 8 s; at least the append timeout).
     pub reply_timeout: Duration,
+    /// Origins browser pages may connect from, on both transports (Phoenix's `check_origin`
+    /// list); `None` allows every origin (default).
+    pub check_origin: Option<AllowedOrigins>,
+    /// How long a long-poll GET waits for messages before it is answered 204, and a POST for
+    /// each message to be processed before it is answered 408; a session not polled for 1.5
+    /// windows ends (default 10 s, Phoenix's `window_ms`; phoenix.js gives up on a request
+    /// after 20 s).
+    pub longpoll_window: Duration,
+    /// How long a long-poll request relayed to the connector holding its session waits for
+    /// that connector to answer or say it holds the request; without a word by then the
+    /// session counts as gone (default 2 s, Phoenix's `pubsub_timeout_ms`).
+    pub longpoll_relay_timeout: Duration,
 }
 
 impl ConnectorConfig {
@@ -61,6 +74,9 @@ impl ConnectorConfig {
             presence_window: Duration::from_millis(25),
             append_timeout: Duration::from_secs(5),
             reply_timeout: Duration::from_secs(8),
+            check_origin: None,
+            longpoll_window: Duration::from_secs(10),
+            longpoll_relay_timeout: Duration::from_secs(2),
         }
     }
 }

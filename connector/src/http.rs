@@ -15,7 +15,7 @@ use topics::routes::{user_socket_topic, DISCONNECT_EVENT};
 use topics::Broadcast;
 
 use crate::app::App;
-use crate::websocket;
+use crate::{longpoll, websocket};
 
 /// All routes of a connector.
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -25,6 +25,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             // Phoenix answers any other method with 400.
             get(websocket::handler).fallback(|| async { StatusCode::BAD_REQUEST }),
         )
+        .route("/socket/longpoll", longpoll::routes())
         .route("/api/broadcast", post(broadcast))
         .route("/api/disconnect", post(disconnect))
         .route("/healthz", get(|| async { "ok" }))

@@ -8,6 +8,9 @@
 //! - `session/`: the per-socket channel state machine (sans IO): `mod` the session,
 //!   `channel` the join/leave/event/delivery/broadcast transitions, `rate_limit` the token
 //!   bucket, `tests`.
+//! - `shell/`: the IO shell around a session that both transports share (commands to the
+//!   log, deliveries, broadcasts, overdue replies), fed by a transport and writing to its
+//!   outlet.
 //! - `auth`: JWT verification and the `authToken` sub-protocol.
 //! - `registry`: live sessions and topic subscriptions.
 //! - `fanout`: one broadcast encoded once per variant and offered to every subscriber.
@@ -15,16 +18,23 @@
 //! - `presence`: presence replicas and per-window folding of presence diffs.
 //! - `heartbeat`: the lease that keeps this connector's presences alive.
 //! - `close`: the WebSocket close codes, and when each is sent.
+//! - `handshake`: the checks before a session starts (origin, vsn, JWT) and their refusals;
+//!   `origin` the allowed-origins policy.
+//! - `polls/`: long-poll state shared across the connector (sessions homed here, relayed
+//!   requests awaiting answers) and its pure parts: `token` session tokens, `body` POST bodies.
 //! - `drain`: graceful shutdown: the plan of which socket closes when (pure), and its task.
 //! - `websocket/`: the WebSocket transport, the only module that speaks tungstenite: `mod`
 //!   the endpoint, `upgrade` the handshake, `duplex` the socket, `task` the session task.
+//! - `longpoll/`: Phoenix's long-poll transport: `mod` the endpoint, `envelope` its
+//!   responses, `session` a session's task on its home connector, `relay` requests relayed
+//!   through the log to the connector holding their session, and their answers.
 //! - `http`: routes: socket, `/api/*`, health, metrics.
 //! - `app`: the state shared by every request and session.
 //! - `metrics`: Prometheus metrics.
 //! - `config`: the settings of one connector.
 //!
 //! The API is [`run`] and what it takes: [`ConnectorConfig`], [`Metrics`], and for tokens
-//! [`JwtSecret`], [`Authenticator`] and [`TokenClaims`].
+//! [`JwtSecret`], [`Authenticator`] and [`TokenClaims`], and for origins [`AllowedOrigins`].
 
 mod app;
 mod auth;
@@ -32,13 +42,18 @@ mod close;
 mod config;
 mod drain;
 mod fanout;
+mod handshake;
 mod heartbeat;
 mod http;
+mod longpoll;
 mod metrics;
+mod origin;
+mod polls;
 mod presence;
 mod registry;
 mod serializer;
 mod session;
+mod shell;
 mod streams;
 mod websocket;
 
@@ -53,10 +68,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use app::App;
+use polls::token::TokenKey;
+use polls::Polls;
 
 pub use auth::{AuthError, Authenticator, JwtSecret, TokenClaims};
 pub use config::ConnectorConfig;
 pub use metrics::Metrics;
+pub use origin::AllowedOrigins;
 
 /// The connector stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +111,7 @@ pub async fn run(
         registry: Arc::default(),
         sessions: Arc::default(),
         replicas: Arc::default(),
+        polls: Arc::new(Polls::new(TokenKey::derive(config.jwt_secret.as_bytes()))),
         metrics: metrics.clone(),
         next_socket: AtomicU64::new(1),
         shutdown: shutdown.clone(),
@@ -144,6 +163,10 @@ pub async fn run(
             metrics.clone(),
             streams.clone(),
         ),
+    ));
+    parts.spawn(named(
+        "long-poll relay",
+        longpoll::read_relays(app.clone(), log.clone(), streams.clone()),
     ));
     parts.spawn(named(
         "log health",

@@ -39,6 +39,17 @@ pub struct Metrics {
     pub presence_topics: IntGauge,
     /// Joins answered with an empty presence list because the list asked for never came.
     pub presence_fallbacks: IntCounter,
+    /// Long-poll sessions homed on this connector.
+    pub longpoll_sessions: IntGauge,
+    /// Long-poll requests answered, by method and envelope status.
+    pub longpoll_requests: IntCounterVec,
+    /// Long-poll sessions ended, by reason.
+    pub longpoll_sessions_ended: IntCounterVec,
+    /// Long-poll requests relayed through the log, by role (`asked`: this connector relayed a
+    /// request to a session's home; `served`: it served one relayed to it).
+    pub longpoll_relayed: IntCounterVec,
+    /// Relayed long-poll requests whose home said nothing within the relay timeout.
+    pub longpoll_relay_unanswered: IntCounter,
     /// Whether the log answers (`fawkes_log_errors_total`, `fawkes_log_up`): what `/readyz`
     /// reports.
     pub log: LogHealth,
@@ -53,7 +64,11 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), &[label])
+    labelled(registry, name, help, &[label])
+}
+
+fn labelled(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|_| unreachable!("valid metric name {name}"));
     let _ = registry.register(Box::new(metric.clone()));
     metric
@@ -78,8 +93,38 @@ impl Metrics {
         )
         .unwrap_or_else(|_| unreachable!("valid metric name"));
         let _ = registry.register(Box::new(presence_topics.clone()));
+        let longpoll_sessions = IntGauge::new(
+            "fawkes_longpoll_sessions",
+            "Long-poll sessions homed on this connector.",
+        )
+        .unwrap_or_else(|_| unreachable!("valid metric name"));
+        let _ = registry.register(Box::new(longpoll_sessions.clone()));
         let log = LogHealth::new(&registry, "connector");
         Self {
+            longpoll_sessions,
+            longpoll_requests: labelled(
+                &registry,
+                "fawkes_longpoll_requests_total",
+                "Long-poll requests answered, by method and envelope status.",
+                &["method", "status"],
+            ),
+            longpoll_sessions_ended: counter_vec(
+                &registry,
+                "fawkes_longpoll_sessions_ended_total",
+                "Long-poll sessions ended, by reason.",
+                "reason",
+            ),
+            longpoll_relayed: counter_vec(
+                &registry,
+                "fawkes_longpoll_relayed_total",
+                "Long-poll requests relayed through the log, by role (asked, served).",
+                "role",
+            ),
+            longpoll_relay_unanswered: counter(
+                &registry,
+                "fawkes_longpoll_relay_unanswered_total",
+                "Relayed long-poll requests whose home said nothing within the relay timeout.",
+            ),
             log,
             presence_topics,
             presence_diffs: counter(
@@ -158,5 +203,48 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connector metric is in docs/METRICS.md's connector table, so the document cannot
+    /// fall behind the code.
+    #[test]
+    fn every_metric_is_documented() {
+        let metrics = Metrics::new(Registry::new());
+        // Vectors show up only once they have a series.
+        for vec in [
+            &metrics.connections_refused,
+            &metrics.joins,
+            &metrics.replies,
+            &metrics.frames_rejected,
+            &metrics.longpoll_sessions_ended,
+            &metrics.longpoll_relayed,
+        ] {
+            vec.with_label_values(&["x"]).inc();
+        }
+        metrics
+            .longpoll_requests
+            .with_label_values(&["GET", "200"])
+            .inc();
+        metrics.log.failed("ping", &eventlog::LogError::Closed);
+        let docs = include_str!("../../docs/METRICS.md");
+        let connectors = docs.split("## Processors").next().unwrap_or_default();
+        let names: Vec<String> = metrics
+            .registry
+            .gather()
+            .iter()
+            .map(|family| family.name().to_owned())
+            .collect();
+        assert!(names.len() >= 20, "{names:?}");
+        for name in names {
+            assert!(
+                connectors.contains(&format!("| `{name}` |")),
+                "{name} is not in docs/METRICS.md"
+            );
+        }
     }
 }

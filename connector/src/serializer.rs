@@ -109,6 +109,11 @@ impl Text {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The bytes (UTF-8), for a transport that writes them into a larger body.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The bytes, for the transport.
     pub(crate) fn into_bytes(self) -> Bytes {
         self.0

@@ -94,7 +94,7 @@ pub(crate) fn route(broadcast: &Broadcast, targets: &Targets) {
 /// capped backoff on the same consumer, which resumes where it was; any other error drops the
 /// consumer and subscribes again from the live end, so records appended meanwhile are lost
 /// to this connector (logged; broadcasts are then missed until sockets rejoin).
-async fn tail(
+pub(crate) async fn tail(
     log: &dyn Log,
     topic: TopicSpec,
     partitions: Vec<u32>,

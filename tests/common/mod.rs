@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod kafka;
+pub mod longpoll;
 pub mod price_feed;
 pub mod process;
 pub mod proxy;

@@ -5,8 +5,10 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { LongPoll } from "phoenix";
 import {
   startTansu, startFawkes, mintToken, connect, closeAll, opened, join, push, collect, sleep, trackPresence, keys,
+  startBlockingProxy, openedOverLongPoll,
 } from "./helpers.js";
 
 const CAMPAIGN = "donations:campaign:1";
@@ -90,4 +92,30 @@ test("presence crosses connectors, and a killed connector's users leave within i
   assert.deepEqual(keys(list), ["31"]);
   console.log(`presence of the killed connector's user went after ${took} ms (lease 2 s)`);
   assert.ok(took >= 1000, `not before the lease lapsed (${took} ms)`);
+});
+
+test("long-poll behind a round-robin balancer: one session, requests on both connectors", async () => {
+  // No sticky sessions: every request goes to the next connector, WebSockets are refused.
+  const balancer = await startBlockingProxy(connectorA.addr, connectorB.addr);
+  try {
+    const socket = connect(balancer, { transport: LongPoll, params: { token: mintToken("5") } });
+    await openedOverLongPoll(socket);
+    const campaign = socket.channel(CAMPAIGN);
+    const created = collect(campaign, "donation_created");
+    await new Promise((resolve, reject) => campaign.join().receive("ok", resolve).receive("error", reject));
+    const reply = await push(campaign, "new_donation", { amount: "6.50", donor_name: "Balanced" });
+    assert.equal(reply.status, "ok");
+    assert.equal((await created.next(10_000)).donation.amount, "6.50");
+    // A WebSocket client on connector B donates: the long-poll session, wherever it lives,
+    // gets the broadcast.
+    const viewer = connect(connectorB, { params: { token: mintToken("6") } });
+    await opened(viewer);
+    const viewerCampaign = (await join(viewer, CAMPAIGN)).channel;
+    assert.equal((await push(viewerCampaign, "new_donation", { amount: "8.25", donor_name: "Omar" })).status, "ok");
+    assert.equal((await created.next(10_000)).donation.amount, "8.25");
+    assert.ok(balancer.served[0] >= 2 && balancer.served[1] >= 2, `both connectors served: ${balancer.served}`);
+    socket.disconnect();
+  } finally {
+    await balancer.stop();
+  }
 });

@@ -5,13 +5,14 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import WebSocket from "ws";
-import { Presence, Socket } from "phoenix";
+import { LongPoll, Presence, Socket } from "phoenix";
 
 export const SECRET = "js-test-secret";
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -260,3 +261,68 @@ export function unpositioned(payload) {
 }
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * An HTTP proxy in front of `targets` (addresses `host:port`) that refuses every WebSocket
+ * upgrade, as a network that blocks WebSockets does, and forwards every other request to the
+ * next target in turn (a load balancer without sticky sessions when given several).
+ * `served[i]` counts the requests target i got.
+ */
+export async function startBlockingProxy(...targets) {
+  const served = targets.map(() => 0);
+  const upgrades = { refused: 0 };
+  let next = 0;
+  const proxy = http.createServer((req, res) => {
+    const i = next;
+    next = (next + 1) % targets.length;
+    served[i] += 1;
+    const [host, port] = targets[i].split(":");
+    const upstream = http.request({ host, port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    });
+    upstream.on("error", () => {
+      res.writeHead(502);
+      res.end();
+    });
+    req.pipe(upstream);
+  });
+  proxy.on("upgrade", (req, socket) => {
+    upgrades.refused += 1;
+    socket.end("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+  });
+  await new Promise((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  const addr = `127.0.0.1:${proxy.address().port}`;
+  return {
+    addr,
+    url: `ws://${addr}/socket`,
+    served,
+    upgrades,
+    async stop() {
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
+
+/** A sessionStorage stand-in for Node (phoenix.js memorizes a fallback in it). */
+export class MemoryStorage {
+  constructor() { this.items = new Map(); }
+  getItem(key) { return this.items.has(key) ? this.items.get(key) : null; }
+  setItem(key, value) { this.items.set(key, String(value)); }
+  removeItem(key) { this.items.delete(key); }
+}
+
+/** Connects `socket` and resolves once it is open over LongPoll (directly or by fallback). */
+export function openedOverLongPoll(socket) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("never opened over LongPoll")), 15_000);
+    socket.onOpen(() => {
+      if (socket.conn instanceof LongPoll) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    socket.connect();
+  });
+}

@@ -58,6 +58,11 @@ const SCHEMAS: &[(&str, u32, &str)] = &[
         1,
         include_str!("../schemas/donation_moderated.v1.avsc"),
     ),
+    (
+        "LongPollRelay",
+        1,
+        include_str!("../schemas/longpoll_relay.v1.avsc"),
+    ),
 ];
 
 /// A record could not be encoded or decoded.

@@ -37,6 +37,8 @@
 //! - [`broadcast`]: broadcasts and their per-socket shapes (redactions, reveals), with the
 //!   masks the connector encodes one variant per.
 //! - [`refusal`]: the closed catalog of reasons an `error` reply may carry.
+//! - [`relay`]: long-poll requests relayed to the connector that holds their session, and
+//!   its answers.
 //! - [`avro`]: Avro single-object encoding with schema evolution (`topics/schemas/`).
 //! - [`events`]: domain events for analytics.
 //! - [`presence`]: presence payloads and how diffs combine.
@@ -49,6 +51,7 @@ pub mod events;
 pub mod names;
 pub mod presence;
 pub mod refusal;
+pub mod relay;
 pub mod routes;
 pub mod timestamp;
 

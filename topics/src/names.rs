@@ -98,8 +98,18 @@ pub const JOBS: TopicSpec = TopicSpec {
     retention_ms: 7 * DAY_MS,
 };
 
+/// Long-poll requests relayed to the connector holding their session, and its answers back,
+/// keyed by the connector id they are for (like deliveries): a client's requests may land on
+/// any connector, its session lives on one (`topics::relay`).
+pub const LONGPOLL: TopicSpec = TopicSpec {
+    name: "fawkes.longpoll",
+    partitions: 8,
+    // Read from the live end; a relayed request is useless after its window (10 s).
+    retention_ms: HOUR_MS,
+};
+
 /// Every topic Fawkes uses.
-pub const ALL: [TopicSpec; 7] = [
+pub const ALL: [TopicSpec; 8] = [
     COMMANDS,
     DELIVERIES,
     BROADCASTS,
@@ -107,6 +117,7 @@ pub const ALL: [TopicSpec; 7] = [
     DEAD_LETTERS,
     HEARTBEATS,
     JOBS,
+    LONGPOLL,
 ];
 
 /// The partition a key maps to: FNV-1a over the key bytes, modulo the partition count.

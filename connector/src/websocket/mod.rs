@@ -1,5 +1,5 @@
-//! The WebSocket transport: `GET /socket/websocket` checks the serializer version and the
-//! token, then upgrades; each socket then gets a session task.
+//! The WebSocket transport: `GET /socket/websocket` checks the origin, the serializer version
+//! and the token (`crate::handshake`), then upgrades; each socket then gets a session task.
 //!
 //! Layout:
 //! - this file: the endpoint (vsn and token checks, socket settings);
@@ -21,11 +21,10 @@ use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use topics::Claims;
 
 use crate::app::App;
 use crate::auth::token_from_protocols;
-use crate::serializer::Vsn;
+use crate::handshake::{self, HandshakeRefusal};
 
 use upgrade::Upgrade;
 
@@ -35,43 +34,7 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Written frames are buffered up to this size until the batch is flushed.
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// Why a socket was refused before its upgrade: the handshake's catalog (docs/ERRORS.md,
-/// "Handshake"), the counterpart of the channels' [`topics::Refusal`]. The reason is the label
-/// of `fawkes_connections_refused_total` and the word in the log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HandshakeRefusal {
-    /// `vsn` is not `1.0.x` or `2.0.x`.
-    UnsupportedVsn,
-    /// The `authToken` sub-protocol is not valid base64.
-    MalformedAuthToken,
-    /// The token has a bad signature, is expired, malformed or lacks `sub`.
-    InvalidToken,
-}
-
-impl HandshakeRefusal {
-    /// Every handshake refusal, for the catalog check.
-    #[cfg(test)]
-    const ALL: [HandshakeRefusal; 3] = [
-        HandshakeRefusal::UnsupportedVsn,
-        HandshakeRefusal::MalformedAuthToken,
-        HandshakeRefusal::InvalidToken,
-    ];
-
-    fn reason(self) -> &'static str {
-        match self {
-            HandshakeRefusal::UnsupportedVsn => "unsupported vsn",
-            HandshakeRefusal::MalformedAuthToken => "malformed auth token",
-            HandshakeRefusal::InvalidToken => "invalid token",
-        }
-    }
-
-    /// The HTTP status of the refused upgrade (Phoenix answers 403 to a refused `connect`).
-    fn status(self) -> StatusCode {
-        StatusCode::FORBIDDEN
-    }
-}
-
-/// `GET /socket/websocket`: checks vsn and token, then upgrades.
+/// `GET /socket/websocket`: checks the origin, vsn and token, then upgrades.
 pub(crate) async fn handler(
     State(app): State<Arc<App>>,
     Query(query): Query<Vec<(String, String)>>,
@@ -81,16 +44,15 @@ pub(crate) async fn handler(
     // Plug semantics: for a repeated key the last occurrence wins.
     let params: HashMap<String, String> = query.into_iter().collect();
     let refuse = |refusal: HandshakeRefusal| {
-        let reason = refusal.reason();
-        app.metrics
-            .connections_refused
-            .with_label_values(&[reason])
-            .inc();
-        tracing::info!(reason, "refused a socket");
+        refusal.report(&app, "websocket");
         refusal.status().into_response()
     };
-    let Some(vsn) = Vsn::negotiate(params.get("vsn").map(String::as_str)) else {
-        return refuse(HandshakeRefusal::UnsupportedVsn);
+    if let Err(refusal) = handshake::check_origin(&app, &headers) {
+        return refuse(refusal);
+    }
+    let vsn = match handshake::negotiate(params.get("vsn").map(String::as_str)) {
+        Ok(vsn) => vsn,
+        Err(refusal) => return refuse(refusal),
     };
     let protocol_token = match headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -101,12 +63,10 @@ pub(crate) async fn handler(
         Ok(token) => token.flatten(),
         Err(_) => return refuse(HandshakeRefusal::MalformedAuthToken),
     };
-    let claims = match protocol_token.or_else(|| params.get("token").cloned()) {
-        None => Claims::default(),
-        Some(token) => match app.auth.verify(&token) {
-            Ok(claims) => claims,
-            Err(_) => return refuse(HandshakeRefusal::InvalidToken),
-        },
+    let token = protocol_token.or_else(|| params.get("token").cloned());
+    let claims = match handshake::claims(&app, token.as_deref()) {
+        Ok(claims) => claims,
+        Err(refusal) => return refuse(refusal),
     };
     if app.shutdown.is_cancelled() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -125,29 +85,4 @@ pub(crate) async fn handler(
     upgrade.accept(config, move |socket| {
         tracked.track_future(task::run(app, socket, vsn, claims))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
-
-    #[test]
-    fn errors_md_lists_exactly_the_handshake_refusals() {
-        // Rows of the handshake table: `| 403 | when | `reason` |`.
-        let documented: BTreeSet<(String, String)> = include_str!("../../../docs/ERRORS.md")
-            .lines()
-            .filter_map(|line| {
-                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-                let status = cells.get(1)?.parse::<u16>().ok()?;
-                let reason = cells.get(3)?.strip_prefix('`')?.strip_suffix('`')?;
-                Some((status.to_string(), reason.to_owned()))
-            })
-            .collect();
-        let code: BTreeSet<(String, String)> = HandshakeRefusal::ALL
-            .iter()
-            .map(|r| (r.status().as_u16().to_string(), r.reason().to_owned()))
-            .collect();
-        assert_eq!(documented, code);
-    }
 }
