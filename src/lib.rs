@@ -13,6 +13,7 @@ pub mod cli;
 pub mod dev;
 pub mod distributed;
 pub mod durations;
+pub mod history;
 pub mod seed;
 pub mod token;
 pub mod transport;
