@@ -23,6 +23,7 @@ pub(crate) fn send(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics
     metrics.broadcasts.inc();
     let topic: Arc<str> = Arc::from(broadcast.topic.as_str());
     let mut encoded: HashMap<(Vsn, u64), Text> = HashMap::new();
+    let offset = broadcast.position.as_ref().map(|p| p.offset);
     for handle in subscribers {
         let mask = broadcast.mask_for(&handle.claims);
         let frame = encoded
@@ -40,7 +41,7 @@ pub(crate) fn send(broadcast: &Broadcast, registry: &Registry, metrics: &Metrics
                 }
             })
             .clone();
-        if !handle.offer(Outbound::Broadcast(topic.clone(), frame))
+        if !handle.offer(Outbound::Broadcast(topic.clone(), frame, offset))
             && handle.overflow.is_cancelled()
         {
             metrics.slow_consumers.inc();
@@ -99,7 +100,7 @@ mod tests {
         send(&broadcast, &registry, &metrics);
         let mut texts = Vec::new();
         for rx in &mut receivers {
-            let Ok(Outbound::Broadcast(_, text)) = rx.try_recv() else {
+            let Ok(Outbound::Broadcast(_, text, _)) = rx.try_recv() else {
                 panic!("a frame per subscriber")
             };
             texts.push(text);
@@ -179,7 +180,7 @@ mod tests {
         let frames: Vec<bytes::Bytes> = receivers
             .iter_mut()
             .map(|rx| match rx.try_recv() {
-                Ok(Outbound::Broadcast(_, text)) => text.into_bytes(),
+                Ok(Outbound::Broadcast(_, text, _)) => text.into_bytes(),
                 _ => panic!("a frame per subscriber"),
             })
             .collect();

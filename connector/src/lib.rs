@@ -15,6 +15,7 @@
 //! - `registry`: live sessions and topic subscriptions.
 //! - `fanout`: one broadcast encoded once per variant and offered to every subscriber.
 //! - `streams`: deliveries and broadcasts read from the log and routed to sockets.
+//! - `ordering`: each topic's stream in position order, once each (sans IO).
 //! - `presence`: presence replicas and per-window folding of presence diffs.
 //! - `heartbeat`: the lease that keeps this connector's presences alive.
 //! - `close`: the WebSocket close codes, and when each is sent.
@@ -47,6 +48,7 @@ mod heartbeat;
 mod http;
 mod longpoll;
 mod metrics;
+mod ordering;
 mod origin;
 mod polls;
 mod presence;

@@ -19,9 +19,10 @@ const SHARDS: u32 = 32;
 /// What a session task is sent.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// An encoded broadcast on a topic, shared by every subscriber: written as is, or held
-    /// while the socket's join of the topic is still being answered.
-    Broadcast(Arc<str>, Text),
+    /// An encoded broadcast on a topic, shared by every subscriber, with its offset in the
+    /// topic's stream if it has one: written as is, or held while the socket's join of the
+    /// topic is still being answered.
+    Broadcast(Arc<str>, Text, Option<u64>),
     /// A reply and pushes from a processor, for the session state machine.
     Delivery(Delivery),
     /// Close the socket (forced disconnect).
@@ -243,9 +244,13 @@ mod tests {
     fn a_full_queue_marks_the_session_slow() {
         let (h, _rx) = handle(1);
         let topic: Arc<str> = Arc::from("t");
-        assert!(h.offer(Outbound::Broadcast(topic.clone(), Text::from_static("a"))));
+        assert!(h.offer(Outbound::Broadcast(
+            topic.clone(),
+            Text::from_static("a"),
+            None
+        )));
         assert!(!h.overflow.is_cancelled());
-        assert!(!h.offer(Outbound::Broadcast(topic, Text::from_static("b"))));
+        assert!(!h.offer(Outbound::Broadcast(topic, Text::from_static("b"), None)));
         assert!(h.overflow.is_cancelled());
     }
 }

@@ -3,7 +3,8 @@
 //! topic's presence replica, or to the user's sockets to close.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use eventlog::{Backoff, Consumer, Log, Record, StartAt, Subscription};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,7 @@ use topics::routes::disconnected_user;
 use crate::close::Close;
 use crate::fanout;
 use crate::metrics::Metrics;
+use crate::ordering::StreamOrder;
 use crate::presence::Replicas;
 use crate::registry::{Outbound, Registry, Sessions};
 
@@ -219,24 +221,68 @@ pub(crate) async fn deliveries(
     .await
 }
 
-/// Reads every broadcast from the live end of the log and routes it locally (see [`route`]).
+/// How long a broadcast waits for an earlier one of its topic before the gap is taken as
+/// lost.
+const GAP_WAIT: Duration = Duration::from_millis(500);
+
+/// Reads every broadcast from the live end of the log and routes it locally (see [`route`]):
+/// those with a stream position in their topic's order, once each ([`StreamOrder`]); the
+/// others (API broadcasts, the dashboard's batches) once per id.
 pub(crate) async fn broadcasts(log: Arc<dyn Log>, targets: Targets, shutdown: CancellationToken) {
-    let mut recent = RecentIds::new(65_536);
+    let recent = Mutex::new(RecentIds::new(65_536));
+    let order = Mutex::new(StreamOrder::new(GAP_WAIT, 1024, Duration::from_secs(600)));
     let partitions = (0..BROADCASTS.partitions).collect();
     let metrics = targets.metrics.clone();
     let op = "read_broadcasts";
-    tail(&*log, BROADCASTS, partitions, op, &metrics, &shutdown, |record| {
-        match Broadcast::decode(&record.value) {
-            Ok(broadcast) if recent.first_time(&broadcast.id) => {
-                route(&broadcast, &targets);
-            }
-            Ok(_) => {}
+    let reading = tail(
+        &*log,
+        BROADCASTS,
+        partitions,
+        op,
+        &metrics,
+        &shutdown,
+        |record| match Broadcast::decode(&record.value) {
+            Ok(broadcast) => match broadcast.position.clone() {
+                Some(position) => {
+                    let topic = broadcast.topic.clone();
+                    let ready = lock(&order).offer(&topic, &position, broadcast, Instant::now());
+                    for broadcast in ready {
+                        route(&broadcast, &targets);
+                    }
+                }
+                None if lock(&recent).first_time(&broadcast.id) => route(&broadcast, &targets),
+                None => {}
+            },
             Err(error) => {
                 tracing::error!(%error, offset = record.offset, "skipping an undecodable broadcast");
             }
+        },
+    );
+    let gaps = async {
+        let mut tick = tokio::time::interval(GAP_WAIT / 5);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let ready = lock(&order).expire(Instant::now());
+                    if !ready.is_empty() {
+                        tracing::warn!(broadcasts = ready.len(), "a topic's stream had a gap that did not fill; moving on");
+                    }
+                    for broadcast in ready {
+                        route(&broadcast, &targets);
+                    }
+                }
+            }
         }
-    })
-    .await
+    };
+    tokio::join!(reading, gaps);
+}
+
+/// The lock of `state` (a poisoned one is still consistent: every step leaves it so).
+fn lock<T>(state: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

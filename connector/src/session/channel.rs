@@ -31,9 +31,10 @@ pub(super) enum State {
         replaced: Option<Option<String>>,
         /// Messages that arrived before the join was answered.
         queued: Vec<Message>,
-        /// Broadcasts that arrived before the join was answered, written after its reply
-        /// and pushes (so `presence_state` comes before the diffs that follow it).
-        held: Vec<Text>,
+        /// Broadcasts that arrived before the join was answered (with their stream offsets),
+        /// written after its reply and pushes (so `presence_state` comes before the diffs
+        /// that follow it), unless the join's answer already covered them.
+        held: Vec<(Text, Option<u64>)>,
     },
     /// The join was accepted: events become commands, broadcasts are written.
     Joined,
@@ -51,6 +52,12 @@ pub(super) struct Channel {
     pub(super) state: State,
     /// Client events allowed on this channel.
     bucket: Bucket,
+    /// The topic's stream position the join was answered at: broadcasts at or before it are
+    /// in the state the join gave (or among the missed ones it recovered), so not written.
+    floor: Option<u64>,
+    /// The join's message ref: a delivery answering it again (its outcome re-sent after a
+    /// processor restart) is not written to a channel that has long joined.
+    join_msg_ref: Option<String>,
     /// Refs of pushes answered `unavailable` (their command was not confirmed on the log)
     /// whose processor reply may still come if the command landed after all: it is dropped,
     /// as the client has its one reply per ref. The oldest are forgotten first.
@@ -136,6 +143,8 @@ impl Session {
             Channel {
                 join_id,
                 join_ref: wire_join_ref,
+                floor: None,
+                join_msg_ref: msg.msg_ref.clone(),
                 state: State::Joining {
                     msg_ref: msg.msg_ref,
                     replaced,
@@ -259,6 +268,12 @@ impl Session {
             }
         };
         match &mut channel.state {
+            State::Joined
+                if delivery.socket.msg_ref.is_some()
+                    && delivery.socket.msg_ref == channel.join_msg_ref =>
+            {
+                tracing::debug!(%topic, "dropped a join's answer sent again to a joined channel");
+            }
             State::Joined => {
                 let msg_ref = delivery.socket.msg_ref.as_deref();
                 let late = msg_ref
@@ -303,8 +318,14 @@ impl Session {
                 let held = std::mem::take(held);
                 if reply.status == ReplyStatus::Ok {
                     channel.state = State::Joined;
+                    channel.floor = reply.response["position"]["offset"].as_u64();
                     push_all(delivery.pushes, out);
-                    out.extend(held.into_iter().map(Action::Forward));
+                    let floor = channel.floor;
+                    out.extend(
+                        held.into_iter()
+                            .filter(|(_, offset)| !covered(*offset, floor))
+                            .map(|(frame, _)| Action::Forward(frame)),
+                    );
                     for msg in queued {
                         self.event(msg, out);
                     }
@@ -399,14 +420,30 @@ impl Session {
         })
     }
 
-    /// Handles a broadcast on `topic`: written now on a joined channel, held until the answer
-    /// on a joining one, dropped otherwise (the channel has been left).
-    pub(crate) fn handle_broadcast(&mut self, topic: &str, frame: Text, out: &mut Vec<Action>) {
-        match self.channels.get_mut(topic).map(|c| &mut c.state) {
-            Some(State::Joined) => out.push(Action::Forward(frame)),
-            Some(State::Joining { held, .. }) if held.len() < MAX_HELD => held.push(frame),
-            Some(State::Joining { .. }) => out.push(Action::Overflow),
-            None => {}
+    /// Handles a broadcast on `topic` (at `offset` of its stream, if it has one): written
+    /// now on a joined channel unless its join's answer covered it, held until the answer on
+    /// a joining one, dropped otherwise (the channel has been left).
+    pub(crate) fn handle_broadcast(
+        &mut self,
+        topic: &str,
+        frame: Text,
+        offset: Option<u64>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(channel) = self.channels.get_mut(topic) else {
+            return;
+        };
+        match &mut channel.state {
+            State::Joined if covered(offset, channel.floor) => {}
+            State::Joined => out.push(Action::Forward(frame)),
+            State::Joining { held, .. } if held.len() < MAX_HELD => held.push((frame, offset)),
+            State::Joining { .. } => out.push(Action::Overflow),
         }
     }
+}
+
+/// Whether a broadcast at `offset` is at or before a join's `floor` (so the join's answer
+/// covered it).
+fn covered(offset: Option<u64>, floor: Option<u64>) -> bool {
+    matches!((offset, floor), (Some(offset), Some(floor)) if offset <= floor)
 }

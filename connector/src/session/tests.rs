@@ -131,8 +131,18 @@ fn subscribes_before_joining_and_holds_broadcasts_until_the_reply_and_pushes() {
     assert_eq!(out[0], Action::Subscribe("donations:campaign:1".into()));
     assert_eq!(commands(&out).len(), 1);
     let mut out = Vec::new();
-    s.handle_broadcast("donations:campaign:1", Text::from_static("diff"), &mut out);
-    s.handle_broadcast("donations:lobby", Text::from_static("other"), &mut out);
+    s.handle_broadcast(
+        "donations:campaign:1",
+        Text::from_static("diff"),
+        None,
+        &mut out,
+    );
+    s.handle_broadcast(
+        "donations:lobby",
+        Text::from_static("other"),
+        None,
+        &mut out,
+    );
     assert!(out.is_empty(), "held until the join is answered");
     let mut d = delivery(
         "donations:campaign:1",
@@ -160,8 +170,62 @@ fn subscribes_before_joining_and_holds_broadcasts_until_the_reply_and_pushes() {
         Some(&Action::Forward(Text::from_static("diff")))
     );
     let mut out = Vec::new();
-    s.handle_broadcast("donations:campaign:1", Text::from_static("next"), &mut out);
+    s.handle_broadcast(
+        "donations:campaign:1",
+        Text::from_static("next"),
+        None,
+        &mut out,
+    );
     assert_eq!(out, vec![Action::Forward(Text::from_static("next"))]);
+}
+
+#[test]
+fn broadcasts_the_join_already_covered_are_not_written_nor_is_the_join_answered_twice() {
+    let topic = "donations:campaign:1";
+    let mut s = Session::new(Vsn::V2, 0);
+    let mut out = Vec::new();
+    feed(
+        &mut s,
+        r#"["11","1","donations:campaign:1","phx_join",{}]"#,
+        &mut out,
+    );
+    let mut out = Vec::new();
+    // Held while joining: offsets 9 and 10 (in the state the join answers with) and 11.
+    for (frame, offset) in [("nine", 9), ("ten", 10), ("eleven", 11)] {
+        s.handle_broadcast(topic, Text::from_static(frame), Some(offset), &mut out);
+    }
+    let answer = || {
+        delivery(
+            topic,
+            "1",
+            Some("1"),
+            ReplyStatus::Ok,
+            json!({"position": {"epoch": "e", "offset": 10}}),
+        )
+    };
+    s.handle_delivery(answer(), None, &mut out);
+    assert_eq!(
+        out.last(),
+        Some(&Action::Forward(Text::from_static("eleven"))),
+        "only what came after the join's position"
+    );
+    assert!(!out.contains(&Action::Forward(Text::from_static("ten"))));
+    // Live: one at or before the position is dropped, a later one written.
+    let mut out = Vec::new();
+    s.handle_broadcast(topic, Text::from_static("late"), Some(10), &mut out);
+    s.handle_broadcast(topic, Text::from_static("twelve"), Some(12), &mut out);
+    s.handle_broadcast(topic, Text::from_static("api"), None, &mut out);
+    assert_eq!(
+        out,
+        vec![
+            Action::Forward(Text::from_static("twelve")),
+            Action::Forward(Text::from_static("api"))
+        ]
+    );
+    // The join's answer sent again (a processor re-sent its outcome) is not written.
+    let mut out = Vec::new();
+    s.handle_delivery(answer(), None, &mut out);
+    assert!(out.is_empty(), "{out:?}");
 }
 
 #[test]
@@ -175,10 +239,10 @@ fn too_many_broadcasts_held_for_a_join_overflow_the_socket() {
     );
     let mut out = Vec::new();
     for _ in 0..MAX_HELD {
-        s.handle_broadcast("donations:lobby", Text::from_static("b"), &mut out);
+        s.handle_broadcast("donations:lobby", Text::from_static("b"), None, &mut out);
     }
     assert!(out.is_empty());
-    s.handle_broadcast("donations:lobby", Text::from_static("b"), &mut out);
+    s.handle_broadcast("donations:lobby", Text::from_static("b"), None, &mut out);
     assert_eq!(out, vec![Action::Overflow]);
 }
 

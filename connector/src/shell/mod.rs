@@ -173,9 +173,10 @@ impl<O: Outlet> Shell<O> {
     /// asks to close.
     pub(crate) async fn outbound(&mut self, out: Outbound) -> Option<Close> {
         match out {
-            Outbound::Broadcast(topic, frame) => {
+            Outbound::Broadcast(topic, frame, offset) => {
                 let mut actions = Vec::new();
-                self.session.handle_broadcast(&topic, frame, &mut actions);
+                self.session
+                    .handle_broadcast(&topic, frame, offset, &mut actions);
                 self.execute(actions).await;
             }
             Outbound::Delivery(delivery) => {

@@ -222,7 +222,8 @@ fn relay(command: &Command, index: usize, broadcast: NewBroadcast) -> Command {
     }
 }
 
-/// A successful join's reply gets the topic's position; one that named where its client
+/// A successful join's reply gets the topic's position (before the join's own broadcasts);
+/// one that named where its client
 /// left off also gets what it missed (from `before`, the stream as the join found it), as
 /// pushes after the join's own, shaped for its claims, and says whether that was all of it.
 fn answer_join(
@@ -239,9 +240,11 @@ fn answer_join(
     else {
         return;
     };
+    // The position as the join found it: what came before is in the state the join answers
+    // with (or among the missed broadcasts below); the join's own broadcasts come after it.
     let current = StreamPosition {
         epoch: stream.epoch.clone(),
-        offset: stream.offset,
+        offset: before,
     };
     let Value::Object(response) = &mut reply.response else {
         return;
