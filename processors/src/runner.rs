@@ -511,7 +511,7 @@ mod tests {
     async fn outputs_too_large_for_the_log_are_dead_lettered_not_retried_forever() {
         let dir = tempfile::tempdir().expect("tempdir");
         let inner = EmbeddedLog::open(dir.path().join("log")).expect("log");
-        let log: Arc<dyn Log> = Arc::new(Limited { inner, max: 400 });
+        let log: Arc<dyn Log> = Arc::new(Limited { inner, max: 460 });
         let store: Arc<dyn Store> = Arc::new(seeded_store(dir.path()).await);
         let mut dead = from_start(&*log, DEAD_LETTERS).await;
         let mut deliveries = from_start(&*log, DELIVERIES).await;

@@ -50,7 +50,8 @@ fn is_organizer(campaign: &Campaign, claims: &Claims) -> bool {
         .is_some_and(|id| campaign.organizer_ids.contains(id))
 }
 
-/// The campaign as clients see it.
+/// The campaign as clients see it. `version` orders it against `donation_created`: a
+/// donation whose `version` is at most the state's is already in it.
 pub(crate) fn campaign_json(campaign: &Campaign) -> Value {
     json!({
         "id": campaign.id,
@@ -60,6 +61,7 @@ pub(crate) fn campaign_json(campaign: &Campaign) -> Value {
         "currency": campaign.currency,
         "donation_count": campaign.donation_count,
         "visibility": campaign.visibility,
+        "version": campaign.version,
     })
 }
 
@@ -196,6 +198,9 @@ pub(crate) fn new_donation(
                 "inserted_at": donation.inserted_at,
             },
             "new_total": format_money(updated.total),
+            // The version the campaign's write of this donation stores (a group's writes
+            // store one version: every donation of it is in a state read at or after it).
+            "version": campaign.version + 1,
         }),
         transforms: vec![Transform::Redact {
             path: vec!["donation".into(), "donor_name".into()],
