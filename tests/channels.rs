@@ -647,7 +647,10 @@ async fn http_api_health_and_metrics() {
     )
     .await;
     assert_eq!(status, 202);
-    let frame = c.event("donations:lobby", "announcement").await;
+    let mut frame = c.event("donations:lobby", "announcement").await;
+    // Through the topic's owner: positioned like every broadcast on the topic.
+    let (payload, _) = unpositioned(frame[4].take());
+    frame[4] = payload;
     assert_eq!(
         frame,
         json!([null, null, "donations:lobby", "announcement", {"text": "hi"}])

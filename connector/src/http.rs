@@ -10,9 +10,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventlog::LogError;
 use serde_json::{json, Value};
-use topics::names::BROADCASTS;
-use topics::routes::{user_socket_topic, DISCONNECT_EVENT};
-use topics::Broadcast;
+use topics::names::{BROADCASTS, COMMANDS};
+use topics::routes::{has_stream, user_socket_topic, DISCONNECT_EVENT, RELAY_EVENT};
+use topics::{Broadcast, Claims, Command, CommandKind, SocketRef};
 
 use crate::app::App;
 use crate::{longpoll, websocket};
@@ -107,17 +107,43 @@ impl FromRequestParts<Arc<App>> for Service {
     }
 }
 
-/// Appends a broadcast (no transforms) for every connector to fan out.
+/// Appends a broadcast (no transforms) for every connector to fan out. On a topic with a
+/// stream it goes to the processor owning the topic first (a relay command), which gives it
+/// its position and keeps it in the topic's history, like any other broadcast there.
 async fn publish(app: &App, topic: String, event: &str, payload: Value) -> Response {
-    let broadcast = Broadcast {
-        id: uuid::Uuid::new_v4().to_string(),
-        topic,
-        event: event.to_owned(),
-        payload,
-        transforms: Vec::new(),
-        position: None,
+    let id = uuid::Uuid::new_v4().to_string();
+    let record = if has_stream(&topic) {
+        let relay = Command {
+            id,
+            topic,
+            socket: SocketRef {
+                connector_id: app.config.connector_id.clone(),
+                socket_id: 0,
+                join_id: None,
+                msg_ref: None,
+            },
+            claims: Claims::default(),
+            kind: CommandKind::Derived {
+                event: RELAY_EVENT.to_owned(),
+                payload: json!({ "event": event, "payload": payload, "transforms": [] }),
+            },
+            received_at: topics::timestamp::now(),
+        };
+        relay.encode().map(|bytes| (COMMANDS, relay.topic, bytes))
+    } else {
+        let broadcast = Broadcast {
+            id,
+            topic,
+            event: event.to_owned(),
+            payload,
+            transforms: Vec::new(),
+            position: None,
+        };
+        broadcast
+            .encode()
+            .map(|bytes| (BROADCASTS, broadcast.topic, bytes))
     };
-    let bytes = match broadcast.encode() {
+    let (log_topic, key, bytes) = match record {
         Ok(bytes) => bytes,
         Err(error) => {
             // The payload is any JSON object, which always encodes; this is a bug if reached.
@@ -128,9 +154,7 @@ async fn publish(app: &App, topic: String, event: &str, payload: Value) -> Respo
             );
         }
     };
-    let append = app
-        .log
-        .append(BROADCASTS, broadcast.topic.as_bytes(), bytes);
+    let append = app.log.append(log_topic, key.as_bytes(), bytes);
     let appended = tokio::time::timeout(app.config.append_timeout, append)
         .await
         .unwrap_or_else(|_| Err(LogError::Unavailable("no acknowledgement in time".into())));

@@ -59,6 +59,17 @@ pub fn disconnected_user<'a>(topic: &'a str, event: &str) -> Option<&'a str> {
     topic.strip_prefix(USER_SOCKET_PREFIX)
 }
 
+/// Whether `topic` has a stream of positioned broadcasts: every channel topic but the
+/// dashboard's (whose batches are live figures, sent by its own task).
+pub fn has_stream(topic: &str) -> bool {
+    route(topic).is_some_and(|r| r != Route::DashboardLive)
+}
+
+/// The event of the derived command that brings a broadcast to the processor owning its
+/// topic, which gives it its position: `{event, payload, transforms}`. Processors relay their
+/// broadcasts on other topics so; connectors relay API broadcasts so.
+pub const RELAY_EVENT: &str = "broadcast";
+
 /// Longest channel topic accepted; longer topics match no route.
 pub const MAX_TOPIC_LEN: usize = 255;
 

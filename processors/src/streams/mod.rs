@@ -15,7 +15,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::{Document, HistoryEntry, Write};
-use topics::routes::{route, Route};
 use topics::{
     Claims, Command, CommandKind, Push, ReplyStatus, SocketRef, StreamPosition, Transform,
 };
@@ -26,7 +25,7 @@ use crate::decision::{Decision, NewBroadcast};
 pub(crate) const KIND: &str = "stream";
 
 /// The derived command that brings a broadcast to its topic's owner.
-pub(crate) const RELAY: &str = "broadcast";
+pub(crate) const RELAY: &str = topics::routes::RELAY_EVENT;
 
 /// How much history each topic keeps, and for how long a client may be away and recover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +61,7 @@ struct Kept {
     transforms: Vec<Transform>,
 }
 
-/// Whether `topic` has a stream: every channel topic but the dashboard's (whose batches are
-/// live figures, sent by its own task).
-pub(crate) fn has_stream(topic: &str) -> bool {
-    route(topic).is_some_and(|r| r != Route::DashboardLive)
-}
+use topics::routes::has_stream;
 
 /// The stream document a command on `topic` reads.
 pub(crate) fn stream_needed(topic: &str) -> Option<(String, String)> {
