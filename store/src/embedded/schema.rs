@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS history (
     offset INTEGER NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (topic, offset)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS presence_topics (
     connector_id TEXT NOT NULL,
     topic TEXT NOT NULL,
